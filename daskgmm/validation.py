@@ -1,0 +1,262 @@
+"""Checks at the edge: estimator arguments, input arrays, sample weights, initial parameters.
+
+Messages name the argument, the bad value and what was expected; where scikit-learn has a
+message for the same mistake, the same words are used so code matching on them keeps working.
+"""
+
+import numbers
+import os
+
+import dask.array as da
+import numpy as np
+
+from .covariance import COVARIANCE_TYPES, is_symmetric_positive_definite, precisions_shape
+from .engine import dask_row_data, numpy_row_data
+from .init import INIT_METHODS
+
+
+def _interval_error(name, value, kind, low, closed_low=True):
+    bracket = "[" if closed_low else "("
+    return ValueError(
+        f"The '{name}' parameter of GaussianMixture must be {kind} in the range "
+        f"{bracket}{low}, inf). Got {value!r} instead."
+    )
+
+
+def check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"The '{name}' parameter of GaussianMixture must be an int in the range "
+            f"[{low}, inf). Got {value!r} instead."
+        )
+    if value < low:
+        raise _interval_error(name, value, "an int", low)
+
+
+def check_real(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"The '{name}' parameter of GaussianMixture must be a float in the range "
+            f"[{low}, inf). Got {value!r} instead."
+        )
+    if not value >= low:
+        raise _interval_error(name, value, "a float", low)
+
+
+def check_option(name, value, options):
+    if not isinstance(value, str) or value not in options:
+        choices = ", ".join(repr(o) for o in sorted(options))
+        raise ValueError(
+            f"The '{name}' parameter of GaussianMixture must be a str among "
+            f"{{{choices}}}. Got {value!r} instead."
+        )
+
+
+def check_estimator_params(estimator):
+    """Validate the constructor arguments of a GaussianMixture once, before any work."""
+    check_int("n_components", estimator.n_components, 1)
+    check_real("tol", estimator.tol, 0.0)
+    check_real("reg_covar", estimator.reg_covar, 0.0)
+    check_int("max_iter", estimator.max_iter, 0)
+    check_int("n_init", estimator.n_init, 1)
+    check_option("init_params", estimator.init_params, INIT_METHODS)
+    check_option("covariance_type", estimator.covariance_type, COVARIANCE_TYPES)
+    check_int("verbose", int(estimator.verbose), 0)
+    check_int("verbose_interval", estimator.verbose_interval, 1)
+    check_int("split_every", estimator.split_every, 2)
+    if estimator.block_rows is not None:
+        check_int("block_rows", estimator.block_rows, 1)
+
+
+def _as_array(X):
+    """Return X as a NumPy or Dask array; paths and Zarr arrays are read lazily through Dask."""
+    if isinstance(X, da.Array):
+        return X
+    if isinstance(X, (str, os.PathLike)):
+        from .store import open_array
+
+        return open_array(X)
+    if type(X).__module__.startswith("zarr"):
+        return da.from_zarr(X)
+    return np.asarray(X)
+
+
+def _check_dims(X, name="X"):
+    if X.ndim == 1:
+        raise ValueError(
+            f"Expected 2D array, got 1D array instead:\n{name}.shape={X.shape}.\n"
+            "Reshape your data either using array.reshape(-1, 1) if your data has a single "
+            "feature or array.reshape(1, -1) if it contains a single sample."
+        )
+    if X.ndim != 2:
+        raise ValueError(
+            f"Found array with dim {X.ndim}. GaussianMixture expected <= 2 "
+            f"({name}.shape={X.shape}); reshape it to (n_samples, n_features), e.g. "
+            f"{name}.reshape(-1, {name}.shape[-1])."
+        )
+    if X.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int, uint or float); got dtype {X.dtype}."
+        )
+
+
+def check_finite(X, name="X"):
+    """Raise a ValueError naming NaN or infinity in an in-memory float array."""
+    if X.dtype.kind != "f":
+        return
+    if np.isnan(X).any():
+        raise ValueError(
+            f"Input {name} contains NaN. GaussianMixture does not accept missing values "
+            "encoded as NaN; impute or drop those rows first."
+        )
+    if not np.isfinite(X).all():
+        raise ValueError(
+            f"Input {name} contains infinity or a value too large for {X.dtype!r}."
+        )
+
+
+def _rows_only(X):
+    """Re-chunk a Dask array chunked along features so that every chunk holds whole rows."""
+    if len(X.chunks[1]) > 1:
+        return X.rechunk({1: -1})
+    return X
+
+
+def check_X(X, n_components=None, n_features=None):
+    """Return X as a 2-D NumPy or Dask array of whole rows, checking shape, dtype and values.
+
+    Parameters
+    ----------
+    X : array-like, dask.array.Array, zarr.Array or str
+        The data; a string or path is a Zarr store (or fsspec URL).
+    n_components : int, optional
+        When given (fitting), X must have at least this many rows and at least two.
+    n_features : int, optional
+        When given (predicting), X must have this many columns.
+    """
+    X = _as_array(X)
+    _check_dims(X)
+    if isinstance(X, da.Array):
+        X = _rows_only(X)
+    else:
+        check_finite(X)
+    n_samples = X.shape[0]
+    if n_components is not None:
+        if n_samples < 2:
+            raise ValueError(
+                f"Found array with {n_samples} sample(s) (shape={X.shape}) while a minimum of "
+                "2 is required by GaussianMixture."
+            )
+        if n_samples < n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got "
+                f"n_components = {n_components}, n_samples = {n_samples}"
+            )
+    if X.shape[1] < 1:
+        raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}); need at least 1.")
+    if n_features is not None and X.shape[1] != n_features:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but GaussianMixture is expecting {n_features} "
+            "features as input."
+        )
+    return X
+
+
+def _check_weight_values(weights):
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must hold real numbers; got dtype {weights.dtype}.")
+    if isinstance(weights, da.Array):
+        negative, nonfinite, total = da.compute(
+            (weights < 0).any(), ~da.isfinite(weights).all(), weights.sum()
+        )
+    else:
+        negative = (weights < 0).any()
+        nonfinite = not np.isfinite(weights).all()
+        total = weights.sum()
+    if nonfinite:
+        raise ValueError("Input sample_weight contains NaN or infinity.")
+    if negative:
+        raise ValueError("Negative values in data passed to `sample_weight`.")
+    if not total > 0:
+        raise ValueError("sample_weight must have a positive sum; all weights are zero.")
+
+
+def check_sample_weight(sample_weight, X):
+    """Return sample weights matching X's kind and row blocks, checked non-negative and finite."""
+    if sample_weight is None:
+        return None
+    if np.isscalar(sample_weight):
+        sample_weight = np.full(X.shape[0], float(sample_weight))
+    weights = sample_weight if isinstance(sample_weight, da.Array) else np.asarray(sample_weight)
+    if weights.ndim != 1 or weights.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"sample_weight.shape == {weights.shape}, expected {(X.shape[0],)}!"
+        )
+    _check_weight_values(weights)
+    if isinstance(X, da.Array):
+        if isinstance(weights, da.Array):
+            return weights.rechunk((X.chunks[0],))
+        return da.from_array(weights, chunks=(X.chunks[0],))
+    return np.asarray(weights)
+
+
+def row_data(X, weights, block_rows=None):
+    """Wrap checked X and weights as the engine's :class:`RowData`."""
+    if isinstance(X, da.Array):
+        return dask_row_data(X, weights)
+    return numpy_row_data(X, weights, block_rows)
+
+
+def check_weights_init(weights, n_components):
+    weights = _as_float_array(weights, "weights")
+    _check_shape(weights, (n_components,), "weights")
+    if np.any(weights < 0.0) or np.any(weights > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            f"{np.max(weights):.5f}, min value {np.min(weights):.5f}"
+        )
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    if not np.allclose(np.abs(1.0 - np.sum(weights)), 0.0, atol=atol):
+        raise ValueError(
+            "The parameter 'weights' should be normalized, but got sum(weights) = "
+            f"{np.sum(weights):.5f}"
+        )
+    return weights
+
+
+def check_means_init(means, n_components, n_features):
+    means = _as_float_array(means, "means")
+    _check_shape(means, (n_components, n_features), "means")
+    return means
+
+
+def check_precisions_init(precisions, covariance_type, n_components, n_features):
+    precisions = _as_float_array(precisions, f"{covariance_type} precision")
+    _check_shape(precisions, precisions_shape(covariance_type, n_components, n_features),
+                 f"{covariance_type} precision")
+    if covariance_type in ("diag", "spherical"):
+        if np.any(precisions <= 0.0):
+            raise ValueError(f"'{covariance_type} precision' should be positive")
+        return precisions
+    matrices = precisions if covariance_type == "full" else [precisions]
+    if not all(is_symmetric_positive_definite(matrix) for matrix in matrices):
+        raise ValueError(f"'{covariance_type} precision' should be symmetric, positive-definite")
+    return precisions
+
+
+def _as_float_array(value, name):
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"The parameter '{name}' must hold real numbers; got dtype {array.dtype}.")
+    if array.dtype != np.float32:
+        array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError(f"The parameter '{name}' contains NaN or infinity.")
+    return array
+
+
+def _check_shape(param, expected, name):
+    if param.shape != expected:
+        raise ValueError(
+            f"The parameter '{name}' should have the shape of {expected}, but got {param.shape}"
+        )
