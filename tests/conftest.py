@@ -1,0 +1,30 @@
+"""Shared fixtures: a real in-process LocalCluster and reproducible mixture data."""
+
+import numpy as np
+import pytest
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@pytest.fixture(scope="module")
+def client():
+    """A real distributed scheduler with two in-process workers, one per module."""
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as dask_client:
+        yield dask_client
+
+
+def make_blobs(n_samples=2003, n_features=3, n_components=3, seed=0, scale=6.0):
+    """Rows drawn from ``n_components`` well separated anisotropic Gaussians (float64)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=scale, size=(n_components, n_features))
+    sizes = np.full(n_components, n_samples // n_components)
+    sizes[: n_samples % n_components] += 1
+    parts = [
+        rng.normal(size=(size, n_features)) @ rng.normal(size=(n_features, n_features)) * 0.5
+        + centre
+        for size, centre in zip(sizes, centres)
+    ]
+    return np.concatenate(parts)
