@@ -80,7 +80,14 @@ def _covariances_diag(stats, means, padded_counts, reg_covar):
 
 
 def _covariances_spherical(stats, means, padded_counts, reg_covar):
-    return _covariances_diag(stats, means, padded_counts, reg_covar).mean(axis=1)
+    # stats.second is sum w r_k |x - c|^2: the mean of the diagonal variances needs no more.
+    shift = means - stats.reference
+    scatter = (
+        stats.second
+        - 2.0 * np.einsum("kd,kd->k", shift, stats.first)
+        + stats.counts * np.einsum("kd,kd->k", shift, shift)
+    )
+    return scatter / (padded_counts * means.shape[1]) + reg_covar
 
 
 _COVARIANCE_ESTIMATORS = {

@@ -3,10 +3,19 @@
 Pure NumPy; knows nothing about Dask. Every function here works on one in-memory block of rows
 and is what the engine maps over the blocks of a NumPy array or the chunks of a Dask array.
 
-All per-row work is done on data centred at a reference point ``c`` chosen before the pass (the
-current mixture mean), so that data far from the origin do not lose precision to cancellation.
-Per-row work stays in the block's floating dtype (float32 stays float32); everything summed over
-rows is accumulated in float64.
+The Gaussian log-density is linear in the *design features* of a row,
+``phi(x) = (1, x - c, quadratic terms of x - c)``, where the quadratic terms are the upper
+triangle of ``(x - c)(x - c)^T`` ('full', 'tied'), the squares ``(x - c)^2`` ('diag') or the
+squared norm ``|x - c|^2`` ('spherical'). So, for a slice of rows laid out feature-major:
+
+* the E-step's weighted log-probabilities of all components are one matrix product
+  ``coefficients @ phi`` (K x n), and
+* every sufficient statistic (counts, first and second moments) is one matrix product
+  ``phi @ responsibilities^T``.
+
+The reference ``c`` is the current mixture mean, chosen before the pass, so data far from the
+origin do not lose precision to cancellation. Per-row work stays in the block's floating dtype
+(float32 stays float32); everything summed over slices and blocks is float64.
 """
 
 from dataclasses import dataclass, field
@@ -15,9 +24,10 @@ import numpy as np
 
 from .covariance import log_det_cholesky
 
-# Rows per slice are chosen so that the widest temporary stays near this many elements,
-# which keeps the working set of one slice inside the CPU caches.
-_SLICE_ELEMENTS = 1 << 17
+# Rows per slice are chosen so that the design matrix of one slice holds about this many
+# elements (8 MB of float64), which keeps a slice's working set inside the CPU caches.
+_SLICE_ELEMENTS = 1 << 20
+_MAX_SLICE_ROWS = 1 << 15
 
 
 def as_float_block(block):
@@ -52,13 +62,14 @@ class SufficientStats:
         ``sum w r_k (x - c)``.
     second : ndarray
         ``sum w r_k (x - c)(x - c)^T`` for 'full' (K, D, D); the pooled ``sum w (x - c)(x - c)^T``
-        for 'tied' (D, D); ``sum w r_k (x - c)^2`` for 'diag' and 'spherical' (K, D).
+        for 'tied' (D, D); ``sum w r_k (x - c)^2`` for 'diag' (K, D); ``sum w r_k |x - c|^2``
+        for 'spherical' (K,).
     log_likelihood : float
         ``sum w log p(x)`` under the parameters the responsibilities came from.
     total_weight : float
         ``sum w``.
     n_nonfinite : int
-        Rows holding NaN or infinity (the pass is then invalid and the caller raises).
+        Rows whose values (or log-likelihood) are not finite; the caller raises.
     worst_scores, worst_points : ndarray
         The rows with the lowest ``log p(x)`` (at most ``n_components`` of them), kept to re-seed
         components that lose all their weight.
@@ -95,188 +106,223 @@ class SufficientStats:
 
 def merge_lowest(left, right, keep):
     """Merge two ``(scores, points)`` sets, keeping the ``keep`` lowest scores (stable order)."""
+    if len(left[0]) == 0:
+        return right
+    if len(right[0]) == 0:
+        return left
     scores = np.concatenate([left[0], right[0]])
-    points = np.concatenate([left[1], right[1]]) if len(scores) else left[1]
+    points = np.concatenate([left[1], right[1]])
     order = np.argsort(scores, kind="stable")[:keep]
     return scores[order], points[order]
 
 
+# ---------------------------------------------------------------- design features
+
+
+def n_design_features(covariance_type, n_features):
+    """Return the number of rows of the design matrix: 1 + D + quadratic terms."""
+    quadratic = {
+        "full": n_features * (n_features + 1) // 2,
+        "tied": n_features * (n_features + 1) // 2,
+        "diag": n_features,
+        "spherical": 1,
+    }[covariance_type]
+    return 1 + n_features + quadratic
+
+
+def _design_matrix(rows, reference, covariance_type, dtype):
+    """Return ``phi`` of a slice of rows, feature-major: shape (n_design_features, n_rows)."""
+    n_rows, n_features = rows.shape
+    phi = np.empty((n_design_features(covariance_type, n_features), n_rows), dtype=dtype)
+    phi[0] = 1.0
+    centred = phi[1 : 1 + n_features]
+    np.subtract(rows.T, reference[:, None], out=centred, casting="unsafe")
+    quadratic = phi[1 + n_features :]
+    if covariance_type in ("full", "tied"):
+        offset = 0
+        for i in range(n_features):
+            width = n_features - i
+            np.multiply(centred[i], centred[i:], out=quadratic[offset : offset + width])
+            offset += width
+    elif covariance_type == "diag":
+        np.multiply(centred, centred, out=quadratic)
+    else:
+        np.einsum("dn,dn->n", centred, centred, out=quadratic[0])
+    return phi
+
+
+def _quadratic_coefficients(precisions, covariance_type):
+    """Coefficients of the quadratic design features in ``-0.5 (x-c)^T P (x-c)``, shape (K, Q)."""
+    if covariance_type in ("full", "tied"):
+        n_features = precisions.shape[-1]
+        upper_rows, upper_cols = np.triu_indices(n_features)
+        doubled = np.where(upper_rows == upper_cols, 0.5, 1.0)
+        return -precisions[..., upper_rows, upper_cols] * doubled
+    if covariance_type == "diag":
+        return -0.5 * precisions
+    return -0.5 * precisions[:, None]
+
+
 @dataclass
 class LogDensity:
-    """The current mixture, pre-arranged for the per-row work of the E-step.
+    """The current mixture as coefficients of the design features (see module docstring).
 
-    Built once per iteration on the client (see :func:`make_log_density`) and shipped to every
+    ``coefficients @ phi(x)`` gives ``log w_k + log N(x | mu_k, Sigma_k)`` for all components.
+    Built once per iteration on the client (:func:`make_log_density`) and shipped to every
     block as one small object.
     """
 
     covariance_type: str
     reference: np.ndarray
-    offsets: np.ndarray
-    transform: np.ndarray
-    shifts: np.ndarray
+    coefficients: np.ndarray
     dtype: np.dtype
 
     @property
     def n_components(self):
-        return len(self.offsets)
+        return self.coefficients.shape[0]
 
 
 def make_log_density(weights, means, precisions_cholesky, covariance_type, reference, dtype):
-    """Arrange a mixture's parameters for :func:`weighted_log_prob` on data of ``dtype``.
+    """Express a mixture as linear coefficients of the design features, for data of ``dtype``.
 
-    ``offsets`` gathers ``log w_k + log det U_k - D/2 log(2 pi)``. For 'full' and 'tied',
-    ``transform`` maps centred rows to whitened coordinates and ``shifts`` are the whitened
-    means; for 'diag' and 'spherical' ``transform`` holds the precisions and ``shifts`` the
-    centred means.
+    With ``m = mu_k - c`` and precision ``P_k``, the log-density is
+    ``const_k + (x-c)^T P_k m - 0.5 (x-c)^T P_k (x-c)`` where
+    ``const_k = log w_k + log det U_k - D/2 log(2 pi) - 0.5 m^T P_k m``.
     """
-    n_features = means.shape[1]
+    from .covariance import precisions_from_cholesky
+
+    n_components, n_features = means.shape
     centred_means = means - reference
+    precisions = precisions_from_cholesky(precisions_cholesky, covariance_type)
+    if covariance_type == "tied":
+        precisions = np.broadcast_to(precisions, (n_components, n_features, n_features))
+        quadratic = np.repeat(_quadratic_coefficients(precisions[0], "tied")[None], n_components, 0)
+    else:
+        quadratic = _quadratic_coefficients(precisions, covariance_type)
+    if covariance_type in ("full", "tied"):
+        linear = np.einsum("kde,ke->kd", precisions, centred_means)
+    elif covariance_type == "diag":
+        linear = precisions * centred_means
+    else:
+        linear = precisions[:, None] * centred_means
     with np.errstate(divide="ignore"):
         log_weights = np.log(weights)
-    offsets = (
+    constant = (
         log_weights
         + log_det_cholesky(precisions_cholesky, covariance_type, n_features)
         - 0.5 * n_features * np.log(2 * np.pi)
+        - 0.5 * np.einsum("kd,kd->k", linear, centred_means)
     )
-    if covariance_type == "full":
-        transform = np.concatenate(list(precisions_cholesky), axis=1)
-        shifts = np.einsum("kd,kde->ke", centred_means, precisions_cholesky).reshape(-1)
-    elif covariance_type == "tied":
-        transform = precisions_cholesky
-        shifts = centred_means @ precisions_cholesky
-    elif covariance_type == "diag":
-        transform = precisions_cholesky**2
-        shifts = centred_means
-    else:
-        transform = precisions_cholesky**2
-        shifts = centred_means
+    coefficients = np.column_stack([constant, linear, quadratic])
     dtype = float_dtype_of(dtype)
     return LogDensity(
         covariance_type=covariance_type,
         reference=reference.astype(dtype),
-        offsets=offsets.astype(dtype),
-        transform=np.ascontiguousarray(transform, dtype=dtype),
-        shifts=np.ascontiguousarray(shifts, dtype=dtype),
+        coefficients=np.ascontiguousarray(coefficients, dtype=dtype),
         dtype=dtype,
     )
 
 
-def _squared_mahalanobis(centred, density):
-    """Return ``(x - mu_k)^T P_k (x - mu_k)`` for every row and component, shape (n, K)."""
-    n_rows = centred.shape[0]
-    n_components = density.n_components
-    if density.covariance_type == "full":
-        whitened = centred @ density.transform
-        whitened -= density.shifts
-        whitened *= whitened
-        return whitened.reshape(n_rows, n_components, -1).sum(axis=2)
-    if density.covariance_type == "tied":
-        whitened = centred @ density.transform
-        differences = whitened[:, None, :] - density.shifts[None, :, :]
-        differences *= differences
-        return differences.sum(axis=2)
-    precisions, centred_means = density.transform, density.shifts
-    if density.covariance_type == "diag":
-        quadratic = (centred * centred) @ precisions.T
-        quadratic -= 2.0 * (centred @ (centred_means * precisions).T)
-        quadratic += np.sum(centred_means**2 * precisions, axis=1)
-        return quadratic
-    squared_norms = np.einsum("nd,nd->n", centred, centred)
-    quadratic = squared_norms[:, None] - 2.0 * (centred @ centred_means.T)
-    quadratic += np.sum(centred_means**2, axis=1)
-    quadratic *= precisions
-    return quadratic
+# ---------------------------------------------------------------- per-slice work
+
+
+def _slice_length(n_design, dtype):
+    rows = _SLICE_ELEMENTS // max(n_design, 1)
+    return int(min(max(rows, 256), _MAX_SLICE_ROWS))
+
+
+def _row_slices(n_rows, step):
+    return [slice(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+
+
+def responsibilities_in_place(log_prob):
+    """Turn weighted log-probabilities (K, n) into responsibilities in place; return log p(x)."""
+    column_max = log_prob.max(axis=0)
+    with np.errstate(invalid="ignore", under="ignore", divide="ignore"):
+        log_prob -= column_max
+        np.exp(log_prob, out=log_prob)
+        column_sum = log_prob.sum(axis=0)
+        log_prob /= column_sum
+        return column_max + np.log(column_sum)
 
 
 def weighted_log_prob(block, density):
     """Return ``log w_k + log N(x | mu_k, Sigma_k)`` for every row of ``block``, shape (n, K)."""
-    centred = np.asarray(block, dtype=density.dtype) - density.reference
-    log_prob = _squared_mahalanobis(centred, density)
-    log_prob *= -0.5
-    log_prob += density.offsets
-    return log_prob
-
-
-def responsibilities_in_place(log_prob):
-    """Turn weighted log-probabilities into responsibilities in place; return ``log p(x)``."""
-    row_max = log_prob.max(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", under="ignore"):
-        log_prob -= row_max
-        np.exp(log_prob, out=log_prob)
-    row_sum = log_prob.sum(axis=1, keepdims=True)
-    log_prob /= row_sum
-    return (row_max + np.log(row_sum))[:, 0]
+    block = np.asarray(block)
+    n_design = n_design_features(density.covariance_type, block.shape[1])
+    result = np.empty((len(block), density.n_components), dtype=density.dtype)
+    for rows in _row_slices(len(block), _slice_length(n_design, density.dtype)):
+        phi = _design_matrix(block[rows], density.reference, density.covariance_type,
+                             density.dtype)
+        result[rows] = (density.coefficients @ phi).T
+    return result
 
 
 def log_prob_resp(block, density):
     """Return ``(log p(x), log responsibilities)`` for a block, like scikit-learn's E-step."""
-    log_prob = weighted_log_prob(as_float_block(block), density)
+    log_prob = weighted_log_prob(block, density)
     row_max = log_prob.max(axis=1, keepdims=True)
-    with np.errstate(under="ignore", invalid="ignore"):
+    with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
         log_norm = row_max + np.log(np.exp(log_prob - row_max).sum(axis=1, keepdims=True))
         log_prob -= log_norm
     return log_norm[:, 0], log_prob
 
 
-def _slice_rows(n_rows, n_components, n_features):
-    width = max(n_components * n_features, n_features * (n_features + 1) // 2, 1)
-    return max(64, _SLICE_ELEMENTS // width)
+class _MomentAccumulator:
+    """Sums ``phi @ weighted_resp^T`` over slices in float64, then unpacks the statistics."""
+
+    def __init__(self, n_design, n_components):
+        self.moments = np.zeros((n_design, n_components))
+        self.log_likelihood = 0.0
+        self.total_weight = 0.0
+
+    def add(self, phi, weighted_resp, log_norm, row_weights):
+        self.moments += phi @ weighted_resp.T
+        if row_weights is None:
+            self.log_likelihood += float(np.sum(log_norm, dtype=np.float64))
+            self.total_weight += phi.shape[1]
+        else:
+            self.log_likelihood += float(np.dot(row_weights, log_norm.astype(np.float64)))
+            self.total_weight += float(np.sum(row_weights, dtype=np.float64))
+
+    def stats(self, reference, covariance_type):
+        n_features = len(reference)
+        moments = self.moments
+        return SufficientStats(
+            reference=reference,
+            counts=moments[0].copy(),
+            first=moments[1 : 1 + n_features].T.copy(),
+            second=_unpack_second(moments[1 + n_features :], covariance_type, n_features),
+            log_likelihood=self.log_likelihood,
+            total_weight=self.total_weight,
+        )
 
 
-def _second_moments(centred, weighted_resp, row_weights, covariance_type):
-    """Return the slice's second-moment statistic for ``covariance_type`` (float64)."""
-    if covariance_type == "full":
-        upper_rows, upper_cols = np.triu_indices(centred.shape[1])
-        products = centred[:, upper_rows] * centred[:, upper_cols]
-        packed = (weighted_resp.T @ products).astype(np.float64)
-        return _unpack_symmetric(packed, upper_rows, upper_cols, centred.shape[1])
-    if covariance_type == "tied":
-        weighted = centred if row_weights is None else centred * row_weights[:, None]
-        return (weighted.T @ centred).astype(np.float64)
-    return (weighted_resp.T @ (centred * centred)).astype(np.float64)
-
-
-def _unpack_symmetric(packed, upper_rows, upper_cols, n_features):
+def _unpack_second(quadratic, covariance_type, n_features):
+    """Turn the quadratic rows of the moments (Q, K) into the statistic's documented shape."""
+    if covariance_type == "diag":
+        return quadratic.T.copy()
+    if covariance_type == "spherical":
+        return quadratic[0].copy()
+    upper_rows, upper_cols = np.triu_indices(n_features)
+    packed = quadratic.T if covariance_type == "full" else quadratic.sum(axis=1)[None]
     full = np.empty((packed.shape[0], n_features, n_features))
     full[:, upper_rows, upper_cols] = packed
     full[:, upper_cols, upper_rows] = packed
-    return full
-
-
-def _slice_stats(centred, resp, row_weights, log_norm, reference, covariance_type):
-    weighted_resp = resp if row_weights is None else resp * row_weights[:, None]
-    if row_weights is None:
-        log_likelihood = float(np.sum(log_norm, dtype=np.float64))
-        total_weight = float(len(centred))
-    else:
-        log_likelihood = float(np.dot(row_weights.astype(np.float64), log_norm))
-        total_weight = float(np.sum(row_weights, dtype=np.float64))
-    return SufficientStats(
-        reference=reference,
-        counts=weighted_resp.sum(axis=0, dtype=np.float64),
-        first=(weighted_resp.T @ centred).astype(np.float64),
-        second=_second_moments(centred, weighted_resp, row_weights, covariance_type),
-        log_likelihood=log_likelihood,
-        total_weight=total_weight,
-        worst_points=np.empty((0, centred.shape[1])),
-    )
+    return full if covariance_type == "full" else full[0]
 
 
 def _with_worst_rows(stats, block, log_norm, n_worst):
     n_worst = min(n_worst, len(log_norm))
+    n_features = block.shape[1]
     if n_worst == 0:
-        stats.worst_scores = np.empty(0)
-        stats.worst_points = np.empty((0, block.shape[1]))
+        stats.worst_scores, stats.worst_points = np.empty(0), np.empty((0, n_features))
         return stats
     lowest = np.argpartition(log_norm, n_worst - 1)[:n_worst]
     lowest = lowest[np.argsort(log_norm[lowest], kind="stable")]
     stats.worst_scores = log_norm[lowest].astype(np.float64)
-    stats.worst_points = block[lowest].astype(np.float64)
+    stats.worst_points = np.asarray(block[lowest], dtype=np.float64)
     return stats
-
-
-def _count_nonfinite(block):
-    return int(len(block) - np.count_nonzero(np.isfinite(block).all(axis=1)))
 
 
 def em_block(block, row_weights, density, covariance_type):
@@ -299,26 +345,21 @@ def em_block(block, row_weights, density, covariance_type):
         the worst-explained rows.
     """
     block = np.asarray(block)
-    reference = density.reference.astype(np.float64)
-    n_nonfinite = _count_nonfinite(block) if block.dtype.kind == "f" else 0
-    if n_nonfinite:
-        return _empty_stats(reference, density.n_components, block.shape[1], covariance_type,
-                            n_nonfinite)
-    step = _slice_rows(len(block), density.n_components, block.shape[1])
+    n_design = n_design_features(covariance_type, block.shape[1])
+    accumulator = _MomentAccumulator(n_design, density.n_components)
     log_norms = np.empty(len(block), dtype=np.float64)
-    total = None
-    for start in range(0, max(len(block), 1), step):
-        rows = slice(start, start + step)
-        centred = np.asarray(block[rows], dtype=density.dtype) - density.reference
-        log_prob = _squared_mahalanobis(centred, density)
-        log_prob *= -0.5
-        log_prob += density.offsets
-        log_norm = responsibilities_in_place(log_prob)
+    for rows in _row_slices(len(block), _slice_length(n_design, density.dtype)):
+        phi = _design_matrix(block[rows], density.reference, covariance_type, density.dtype)
+        resp = density.coefficients @ phi
+        log_norm = responsibilities_in_place(resp)
         log_norms[rows] = log_norm
         weights = None if row_weights is None else np.asarray(row_weights[rows], density.dtype)
-        part = _slice_stats(centred, log_prob, weights, log_norm, reference, covariance_type)
-        total = part if total is None else total + part
-    return _with_worst_rows(total, block, log_norms, density.n_components)
+        if weights is not None:
+            resp *= weights
+        accumulator.add(phi, resp, log_norm, weights)
+    stats = accumulator.stats(density.reference.astype(np.float64), covariance_type)
+    stats.n_nonfinite = int(len(log_norms) - np.count_nonzero(np.isfinite(log_norms)))
+    return _with_worst_rows(stats, block, log_norms, density.n_components)
 
 
 def responsibility_block(block, row_weights, resp, reference, covariance_type):
@@ -333,28 +374,16 @@ def responsibility_block(block, row_weights, resp, reference, covariance_type):
     reference : ndarray of shape (n_features,)
     covariance_type : {'full', 'tied', 'diag', 'spherical'}
     """
-    block = as_float_block(block)
-    n_nonfinite = _count_nonfinite(block)
-    if n_nonfinite:
-        return _empty_stats(reference, resp.shape[1], block.shape[1], covariance_type, n_nonfinite)
-    centred = block - reference.astype(block.dtype)
-    resp = resp.astype(block.dtype, copy=False)
-    weights = None if row_weights is None else np.asarray(row_weights, block.dtype)
-    stats = _slice_stats(centred, resp, weights, np.zeros(len(block)), reference, covariance_type)
+    block = np.asarray(block)
+    dtype = float_dtype_of(block.dtype)
+    reference = np.asarray(reference, dtype=dtype)
+    phi = _design_matrix(block, reference, covariance_type, dtype)
+    weighted_resp = np.asarray(resp, dtype=dtype).T.copy()
+    weights = None if row_weights is None else np.asarray(row_weights, dtype)
+    if weights is not None:
+        weighted_resp *= weights
+    accumulator = _MomentAccumulator(phi.shape[0], weighted_resp.shape[0])
+    accumulator.add(phi, weighted_resp, np.zeros(len(block)), weights)
+    stats = accumulator.stats(reference.astype(np.float64), covariance_type)
+    stats.n_nonfinite = int(np.count_nonzero(~np.isfinite(phi[1 : 1 + block.shape[1]]).any(0)))
     return _with_worst_rows(stats, block, np.zeros(len(block)), 0)
-
-
-def _empty_stats(reference, n_components, n_features, covariance_type, n_nonfinite):
-    second_shape = {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-    }.get(covariance_type, (n_components, n_features))
-    return SufficientStats(
-        reference=reference,
-        counts=np.zeros(n_components),
-        first=np.zeros((n_components, n_features)),
-        second=np.zeros(second_shape),
-        n_nonfinite=n_nonfinite,
-        worst_scores=np.empty(0),
-        worst_points=np.empty((0, n_features)),
-    )
