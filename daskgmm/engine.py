@@ -7,6 +7,7 @@ with ``+`` in a fixed tree, so the result does not depend on which worker or thr
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
 from operator import add
@@ -17,12 +18,32 @@ import numpy as np
 from dask.base import tokenize
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
+from threadpoolctl import ThreadpoolController
 
 from .kernels import float_dtype_of
 
 DEFAULT_SPLIT_EVERY = 8
 # NumPy input is cut into blocks of about this many elements (8 MB of float64).
 _NUMPY_BLOCK_ELEMENTS = 1 << 20
+
+
+_blas_controller = None
+
+
+@contextmanager
+def single_threaded_blas():
+    """Run BLAS single-threaded in this process while blocks run in parallel.
+
+    Parallelism comes from blocks (threads here, or Dask workers); BLAS threads competing with
+    them on the same cores make a pass several times slower. Dask's worker processes already
+    start with one BLAS thread; this covers in-process threads (NumPy input, Dask's threaded
+    scheduler, in-process clusters).
+    """
+    global _blas_controller
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    with _blas_controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 @dataclass(frozen=True)
@@ -66,12 +87,6 @@ class RowData:
     @property
     def n_blocks(self):
         return len(self.row_starts)
-
-    @property
-    def total_weight(self):
-        if self.weights is None:
-            return float(self.n_rows)
-        return float(self.weights.sum()) if not self.is_dask else float(self.weights.sum().compute())
 
     def positions(self):
         return [BlockPosition(i, start) for i, start in enumerate(self.row_starts)]
@@ -169,11 +184,12 @@ def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT
     For Dask data this is one ``compute`` of one graph; only the merged result (a small value)
     comes back to the client. For NumPy data the blocks run on a thread pool in-process.
     """
-    if source.is_dask:
-        graph = _reduction_graph(source, block_fn, args, pass_position, split_every)
-        (result,) = dask.compute(graph)
-        return result
-    return tree_reduce(_numpy_map(source, block_fn, args, pass_position), split_every)
+    with single_threaded_blas():
+        if source.is_dask:
+            graph = _reduction_graph(source, block_fn, args, pass_position, split_every)
+            (result,) = dask.compute(graph)
+            return result
+        return tree_reduce(_numpy_map(source, block_fn, args, pass_position), split_every)
 
 
 def map_rows(source, row_fn, *args, n_columns=None, dtype=None):
@@ -190,7 +206,8 @@ def map_rows(source, row_fn, *args, n_columns=None, dtype=None):
         chunks = (source.data.chunks[0], (n_columns,))
         return source.data.map_blocks(row_fn, *args, chunks=chunks, dtype=dtype,
                                       meta=np.empty((0, 0), dtype=dtype))
-    parts = _numpy_map(source, lambda block, _w, *a: row_fn(block, *a), args, False)
+    with single_threaded_blas():
+        parts = _numpy_map(source, lambda block, _w, *a: row_fn(block, *a), args, False)
     return np.concatenate(parts, axis=0)
 
 

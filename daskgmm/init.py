@@ -81,7 +81,7 @@ def _sample_block(block, weights, position, seed, centers, keep):
     exponentials = _block_rng(seed, position).standard_exponential(len(block))
     with np.errstate(divide="ignore"):
         keys = np.where(mass > 0, exponentials / np.where(mass > 0, mass, 1.0), np.inf)
-    chosen = np.argsort(keys, kind="stable")[:keep]
+    chosen = _smallest(keys, keep)
     chosen = chosen[np.isfinite(keys[chosen])]
     return RowSample(keys[chosen], position.start + chosen, block[chosen], keep)
 
@@ -94,6 +94,13 @@ def sample_rows(source, keep, rng, centers=None):
     return sample.rows, sample.points
 
 
+def _label_sums(points, labels, weights, n_centers):
+    """Return the weighted sum of the points of every label, shape (n_centers, n_features)."""
+    columns = [np.bincount(labels, weights=weights * column, minlength=n_centers)
+               for column in points.T]
+    return np.column_stack(columns)
+
+
 def _nearest_block(block, weights, centers):
     block = as_float_block(block).astype(np.float64, copy=False)
     mass = _row_weights_or_ones(weights, len(block))
@@ -101,22 +108,37 @@ def _nearest_block(block, weights, centers):
     labels = distances.argmin(axis=1)
     n_centers = len(centers)
     counts = np.bincount(labels, weights=mass, minlength=n_centers)
-    sums = np.zeros_like(centers)
-    np.add.at(sums, labels, block * mass[:, None])
+    sums = _label_sums(block, labels, mass, n_centers)
     inertia = float(np.dot(mass, distances[np.arange(len(block)), labels]))
     return ClusterSums(counts, sums, inertia)
 
 
+def _smallest(values, count):
+    """Return the indices of the ``count`` smallest values, in increasing order."""
+    if count < len(values):
+        candidates = np.argpartition(values, count - 1)[:count]
+    else:
+        candidates = np.arange(len(values))
+    return candidates[np.argsort(values[candidates], kind="stable")]
+
+
 def _weighted_kmeans_plusplus(points, weights, n_clusters, rng):
-    """k-means++ on a small in-memory weighted set of candidate points."""
+    """Greedy k-means++ on a small in-memory weighted set of candidate points.
+
+    Each new centre is the best (lowest weighted cost) of ``2 + log(n_clusters)`` candidates
+    drawn by weighted squared distance, as scikit-learn's ``kmeans_plusplus`` does.
+    """
+    n_trials = 2 + int(np.log(n_clusters))
     chosen = [rng.choice(len(points), p=weights / weights.sum())]
     closest = _squared_distances(points, points[chosen]).min(axis=1)
     for _ in range(1, n_clusters):
         mass = weights * closest
-        total = mass.sum()
-        probabilities = mass / total if total > 0 else weights / weights.sum()
-        chosen.append(rng.choice(len(points), p=probabilities))
-        closest = np.minimum(closest, _squared_distances(points, points[chosen[-1:]])[:, 0])
+        probabilities = mass / mass.sum() if mass.sum() > 0 else weights / weights.sum()
+        trials = rng.choice(len(points), size=n_trials, p=probabilities)
+        trial_closest = np.minimum(closest[None, :], _squared_distances(points, points[trials]).T)
+        best = int(np.argmin(trial_closest @ weights))
+        chosen.append(trials[best])
+        closest = trial_closest[best]
     return points[chosen].copy()
 
 
@@ -132,8 +154,7 @@ def _local_lloyd(points, weights, centers, n_iter=100):
     for _ in range(n_iter):
         labels = _squared_distances(points, centers).argmin(axis=1)
         counts = np.bincount(labels, weights=weights, minlength=len(centers))
-        sums = np.zeros_like(centers)
-        np.add.at(sums, labels, points * weights[:, None])
+        sums = _label_sums(points, labels, weights, len(centers))
         new_centers = _lloyd_step(ClusterSums(counts, sums, 0.0), centers)
         if np.allclose(new_centers, centers):
             return new_centers

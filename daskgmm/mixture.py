@@ -403,9 +403,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def score(self, X, y=None):
         """Return the mean log-likelihood of the rows of X (computed, also for Dask input)."""
+        return self._mean_log_likelihood(X)[0]
+
+    def _mean_log_likelihood(self, X):
+        """Return the mean log-likelihood of X's rows and their number."""
         log_prob = self.score_samples(X)
         mean = log_prob.mean()
-        return float(mean.compute() if isinstance(mean, da.Array) else mean)
+        return float(mean.compute() if isinstance(mean, da.Array) else mean), log_prob.shape[0]
 
     def predict(self, X):
         """Return the most probable component of every row.
@@ -430,12 +434,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def bic(self, X):
         """Bayesian information criterion of the model on X (lower is better)."""
-        n_samples = _n_rows(X)
-        return -2 * self.score(X) * n_samples + self._n_parameters() * np.log(n_samples)
+        mean, n_samples = self._mean_log_likelihood(X)
+        return -2 * mean * n_samples + self._n_parameters() * np.log(n_samples)
 
     def aic(self, X):
         """Akaike information criterion of the model on X (lower is better)."""
-        return -2 * self.score(X) * _n_rows(X) + 2 * self._n_parameters()
+        mean, n_samples = self._mean_log_likelihood(X)
+        return -2 * mean * n_samples + 2 * self._n_parameters()
 
     def _n_parameters(self):
         return cov.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
@@ -542,10 +547,6 @@ def _persisted(X, weights):
     if weights is None:
         return X.persist(), None
     return X.persist(), weights.persist()
-
-
-def _n_rows(X):
-    return X.shape[0] if hasattr(X, "shape") else len(X)
 
 
 def _score_block(block, density):

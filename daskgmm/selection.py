@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 import dask.array as da
+import numpy as np
 
 from .mixture import GaussianMixture
 from .validation import check_X
@@ -72,6 +73,7 @@ def select_model(X, n_components=(1, 2, 3, 4, 5), covariance_types=("full",), cr
     if isinstance(X, da.Array):
         X = X.persist()
     result = ModelSelection(criterion=criterion)
+    best_score = np.inf
     for k, covariance_type in grid:
         model = GaussianMixture(n_components=k, covariance_type=covariance_type, **params)
         model.fit(X, sample_weight=sample_weight)
@@ -85,13 +87,6 @@ def select_model(X, n_components=(1, 2, 3, 4, 5), covariance_types=("full",), cr
             "n_iter": int(model.n_iter_),
         }
         result.table.append(row)
-        if result.best_model is None or row[criterion] < _best_score(result):
-            result.best_model = model
+        if result.best_model is None or row[criterion] < best_score:
+            result.best_model, best_score = model, row[criterion]
     return result
-
-
-def _best_score(result):
-    best = result.best_model
-    return next(row[result.criterion] for row in result.table
-                if row["n_components"] == best.n_components
-                and row["covariance_type"] == best.covariance_type)
