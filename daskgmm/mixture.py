@@ -239,7 +239,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             params = self._initial_parameters(source, rng) if do_init else self._params()
             start_bound = -np.inf if do_init else self.lower_bound_
             run = self._run_em(source, params, start_bound)
-            if best is None or (self.max_iter > 0 and run.lower_bound > best.lower_bound):
+            # As in scikit-learn: without iterations the last initialisation is kept.
+            if best is None or self.max_iter == 0 or run.lower_bound > best.lower_bound:
                 best = run
         self._set_fitted(best, source.n_features)
         if not self.converged_ and self.max_iter > 0:
