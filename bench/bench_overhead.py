@@ -1,0 +1,278 @@
+"""Scheduler overhead: seconds per EM iteration against the number of chunks, and against N.
+
+Two sweeps on one ``LocalCluster`` (2 workers x 1 thread, worker processes by default), with the
+data generated on the workers and persisted (so no I/O is timed), ``GaussianMixture(8, 'full')``
+from explicit initial parameters, ``tol=0``:
+
+* **chunks**: N fixed (1e7 rows x 3 float64 = 240 MB), 10 to 10,000 chunks. For each chunking it
+  reports the tasks one iteration runs (counted from the scheduler's task stream of a
+  one-iteration fit), the median seconds per iteration, the pure kernel time (every worker calls
+  ``daskgmm.kernels.em_block`` on the chunks it holds, in one task of its own, single-threaded
+  BLAS, all workers at once; the sum over workers / workers), the ``em_block`` tasks' own compute
+  time inside the pass (from the same task stream, / workers), and the overhead = iteration -
+  kernel, also as a share of the iteration.
+* **rows**: N from 1e5 to 1e8 (``--max-n``) in chunks of about 8 MiB: seconds per iteration and
+  per million rows, which is flat where the time is linear in N (checked from 1e7 rows, below
+  which fixed per-iteration costs of tens of milliseconds show).
+
+Both curves go to a PNG (``--png``; matplotlib, from the ``bench`` extra: axes, ticks and legends
+need text, which a hand-made canvas would not give legibly).
+
+Usage::
+
+    python bench/bench_overhead.py                                   # full sweeps, up to 1e8 rows
+    python bench/bench_overhead.py --n-rows 1e6 --chunks 10,100,1000 --max-n 1e6 --iters 2
+"""
+
+import argparse
+import logging
+import sys
+import time
+
+import numpy as np
+
+import common
+
+logger = logging.getLogger("bench_overhead")
+
+N_FEATURES = 3
+N_COMPONENTS = 8
+SPLIT_EVERY = 8
+
+
+def measure(client, n_rows, chunk_rows, n_iter):
+    """Seconds per iteration, tasks per iteration and kernel seconds for one chunking."""
+    from distributed import wait
+
+    X = common.lazy_mixture(n_rows, N_FEATURES, N_COMPONENTS, chunk_rows).persist()
+    wait(X)
+    try:
+        seconds, model = _fit(X, n_iter)
+        tasks, block_tasks = _tasks_per_iteration(client, X)
+        kernel, held = _kernel_seconds(client, X, model)
+    finally:
+        client.cancel(X)
+    iteration = float(np.median(seconds))
+    return {
+        "rows": n_rows, "chunks": X.numblocks[0], "chunk_bytes": X.nbytes / X.numblocks[0],
+        "tasks": tasks, "seconds": iteration, "kernel": kernel, "held": held,
+        "block_tasks": block_tasks,
+        "overhead": iteration - kernel, "share": (iteration - kernel) / iteration,
+        "per_million_rows": iteration / n_rows * 1e6,
+    }
+
+
+def _model(n_iter):
+    from daskgmm import GaussianMixture
+
+    return GaussianMixture(N_COMPONENTS, covariance_type="full", tol=0.0, max_iter=n_iter,
+                           split_every=SPLIT_EVERY,
+                           **common.initial_parameters(N_FEATURES, N_COMPONENTS))
+
+
+def _fit(X, n_iter):
+    with common.IterationLog() as log:
+        model = _model(n_iter).fit(X)
+    return log.seconds, model
+
+
+def _tasks_per_iteration(client, X):
+    """Tasks the scheduler ran for one EM iteration, and their block tasks' compute seconds.
+
+    From the task stream of a one-iteration fit; the seconds are summed over the block tasks
+    (``em_block`` inside the pass) and divided by the number of workers.
+    """
+    from distributed import get_task_stream
+
+    with get_task_stream(client) as stream:
+        _model(1).fit(X)
+    block_seconds = sum(part["stop"] - part["start"] for task in stream.data
+                        if _is_block_task(task["key"]) for part in task["startstops"]
+                        if part["action"] == "compute")
+    return len(stream.data), block_seconds / len(client.scheduler_info()["workers"])
+
+
+def _is_block_task(key):
+    """Keys of a pass's first level, ``(name, 0, block)``, are its ``em_block`` tasks."""
+    return (isinstance(key, tuple) and len(key) == 3 and key[0].startswith("daskgmm-pass-")
+            and key[1] == 0)
+
+
+def _kernel_seconds(client, X, model):
+    """Kernel time of a balanced pass and the largest share of the chunks one worker holds.
+
+    Every worker calls ``em_block`` on each chunk it holds, in a task of its own (so in the
+    thread, and with the memory allocator state, that a pass's tasks get), all workers at once;
+    the kernel time is the sum over workers divided by their number: what a pass whose work is
+    spread evenly (as the scheduler does, moving chunks if need be) spends computing.
+    """
+    from daskgmm.kernels import make_log_density
+
+    weights, means = model.weights_, model.means_
+    density = make_log_density(weights, means, model.precisions_cholesky_, "full",
+                               weights @ means, X.dtype)
+    keys = [key for (key,) in X.__dask_keys__()]
+    workers = list(client.scheduler_info()["workers"])
+    timings = client.gather([client.submit(_em_block_on_held_chunks, keys, density,
+                                           workers=[address], pure=False)
+                             for address in workers])
+    seconds = sum(seconds for seconds, _ in timings) / len(timings)
+    return seconds, max(count for _, count in timings) / len(keys)
+
+
+def _em_block_on_held_chunks(keys, density):
+    from distributed import get_worker
+
+    from daskgmm.engine import single_threaded_blas
+    from daskgmm.kernels import em_block
+
+    data = get_worker().data
+    blocks = [data[key] for key in keys if key in data]
+    if not blocks:
+        return 0.0, 0
+    # As during a pass (map_reduce limits BLAS to one thread; worker processes start so).
+    with single_threaded_blas():
+        em_block(blocks[0], None, density, "full")
+        start = time.perf_counter()
+        for block in blocks:
+            em_block(block, None, density, "full")
+        return time.perf_counter() - start, len(blocks)
+
+
+def sweep_chunks(client, n_rows, chunk_counts, n_iter):
+    results = []
+    for count in chunk_counts:
+        results.append(measure(client, n_rows, -(-n_rows // count), n_iter))
+        logger.info("chunks %s", _summary(results[-1]))
+    return results
+
+
+def sweep_rows(client, row_counts, chunk_bytes, n_iter):
+    chunk_rows = int(chunk_bytes // (8 * N_FEATURES))
+    results = []
+    for n_rows in row_counts:
+        results.append(measure(client, n_rows, min(chunk_rows, n_rows), n_iter))
+        logger.info("rows %s", _summary(results[-1]))
+    return results
+
+
+def _summary(result):
+    return (f"N={result['rows']:.0e} chunks={result['chunks']} tasks={result['tasks']} "
+            f"{result['seconds']:.3f} s/it kernel {result['kernel']:.3f} s, em_block tasks "
+            f"{result['block_tasks']:.3f} s, "
+            f"largest share of chunks on one worker {result['held']:.2f}")
+
+
+CHUNK_COLUMNS = [("chunks", "chunks", "d"), ("chunk_mb", "chunk MB", ".3g"),
+                 ("tasks", "tasks / iteration", "d"), ("seconds", "s / iteration", ".3f"),
+                 ("kernel", "kernel s", ".3f"), ("block_tasks", "em_block tasks s", ".3f"),
+                 ("overhead", "overhead s", ".3f"), ("percent", "overhead %", ".1f"),
+                 ("per_task", "overhead ms / task", ".2f")]
+ROW_COLUMNS = [("rows", "rows (N)", ",d"), ("chunks", "chunks", "d"),
+               ("tasks", "tasks / iteration", "d"), ("seconds", "s / iteration", ".3f"),
+               ("per_million_rows", "s / 1e6 rows", ".4f"), ("kernel", "kernel s", ".3f"),
+               ("block_tasks", "em_block tasks s", ".3f"), ("percent", "overhead %", ".1f")]
+
+
+def _table_rows(results):
+    return [{**r, "chunk_mb": r["chunk_bytes"] / 1e6, "percent": 100 * r["share"],
+             "per_task": 1e3 * r["overhead"] / r["tasks"]} for r in results]
+
+
+def checks(by_chunks, by_rows):
+    """The claims, each 'PASS ...' or 'FAIL ...'."""
+    chunks = np.array([r["chunks"] for r in by_chunks], dtype=float)
+    per_chunk = np.array([r["tasks"] for r in by_chunks]) / chunks
+    many = per_chunk[chunks >= 100]
+    big = [r for r in by_chunks if r["chunk_bytes"] >= 1e6]
+    claims = {
+        f"tasks per iteration linear in chunks (tasks per chunk {per_chunk.min():.3f}-"
+        f"{per_chunk.max():.3f}; within 5% from 100 chunks)":
+            len(many) > 0 and many.max() <= 1.05 * many.min(),
+        "overhead under 10% of the iteration at chunks of 1 MB or more":
+            bool(big) and all(r["share"] < 0.10 for r in big),
+    }
+    large = [r for r in by_rows if r["rows"] >= 1e7]
+    if len(large) >= 2:
+        rows = np.log([r["rows"] for r in large])
+        slope = np.polyfit(rows, np.log([r["seconds"] for r in large]), 1)[0]
+        claims[f"seconds per iteration linear in N from 1e7 rows (log-log slope {slope:.2f})"] = (
+            0.85 <= slope <= 1.15)
+    return [f"{'PASS' if ok else 'FAIL'} {claim}" for claim, ok in claims.items()]
+
+
+def plot(by_chunks, by_rows, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    chunks = [r["chunks"] for r in by_chunks]
+    left.loglog(chunks, [r["seconds"] for r in by_chunks], "o-", label="s / iteration")
+    left.loglog(chunks, [r["kernel"] for r in by_chunks], "s--", label="kernel (em_block)")
+    left.loglog(chunks, [max(r["overhead"], 1e-4) for r in by_chunks], "^:", label="overhead")
+    left.set_xlabel(f"chunks (N = {by_chunks[0]['rows']:.0e} rows)")
+    left.set_ylabel("seconds")
+    twin = left.twinx()
+    twin.loglog(chunks, [r["tasks"] for r in by_chunks], "x-", color="grey", alpha=0.6)
+    twin.set_ylabel("tasks / iteration (grey)")
+    left.legend(loc="upper left", fontsize=8)
+    left.set_title("per iteration against chunks")
+    rows = [r["rows"] for r in by_rows]
+    right.loglog(rows, [r["seconds"] for r in by_rows], "o-", label="s / iteration")
+    right.loglog(rows, [r["kernel"] for r in by_rows], "s--", label="kernel (em_block)")
+    scale = by_rows[-1]["seconds"] / by_rows[-1]["rows"]
+    right.loglog(rows, [scale * n for n in rows], ":", color="grey", label="linear")
+    right.set_xlabel("rows N (chunks of ~8 MiB)")
+    right.set_ylabel("seconds")
+    right.legend(loc="upper left", fontsize=8)
+    right.set_title("per iteration against N")
+    figure.suptitle(f"daskgmm, K={N_COMPONENTS} full, D={N_FEATURES}, float64")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n-rows", type=float, default=1e7, help="N of the chunk sweep (1e7)")
+    parser.add_argument("--chunks", default="10,30,100,300,1000,3000,10000",
+                        help="chunk counts of the chunk sweep")
+    parser.add_argument("--rows", default="1e5,3e5,1e6,3e6,1e7,3e7,1e8",
+                        help="row counts of the N sweep")
+    parser.add_argument("--max-n", type=float, default=1e8, help="largest N of the N sweep")
+    parser.add_argument("--chunk-mib", type=float, default=8.0, help="chunk size of the N sweep")
+    parser.add_argument("--iters", type=int, default=3, help="timed iterations per point (3)")
+    parser.add_argument("--processes", choices=["yes", "no"], default="yes",
+                        help="worker processes (yes) or threads in this process (no)")
+    parser.add_argument("--png", default="bench_overhead.png", help="where to draw the curves")
+    args = parser.parse_args(argv)
+    common.log_progress(logger)
+    from distributed import Client, LocalCluster
+
+    chunk_counts = [int(c) for c in args.chunks.split(",")]
+    row_counts = [int(float(n)) for n in args.rows.split(",") if float(n) <= args.max_n]
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=args.processes == "yes",
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.run(common.import_daskgmm)
+        by_chunks = sweep_chunks(client, int(args.n_rows), chunk_counts, args.iters)
+        by_rows = sweep_rows(client, row_counts, args.chunk_mib * common.MiB, args.iters)
+    print("\n".join(common.header()))
+    print(f"cluster: LocalCluster(n_workers=2, threads_per_worker=1, "
+          f"processes={args.processes == 'yes'}); K={N_COMPONENTS} full, D={N_FEATURES}, "
+          f"float64, split_every={SPLIT_EVERY}; median of {args.iters} iterations per point")
+    print()
+    print(common.table(_table_rows(by_chunks), CHUNK_COLUMNS))
+    print()
+    print(common.table(_table_rows(by_rows), ROW_COLUMNS))
+    print()
+    lines = checks(by_chunks, by_rows)
+    print("\n".join(lines))
+    if args.png:
+        plot(by_chunks, by_rows, args.png)
+        print(f"curves: {args.png}")
+    return 0 if all(line.startswith("PASS") for line in lines) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Helpers shared by the scale benchmarks (out-of-core, overhead, peers) and tests/test_scale.py.
+
+Data are rows drawn from a fixed mixture of Gaussians, generated block by block from
+``(seed, block index)``, so a dataset of any size is cheap to build lazily on the workers, to
+write to Zarr or to hold in memory (the same sizes and chunking give the same rows). Every script
+fits them from the same explicit initial parameters (the generating means plus noise), so no
+initialisation pass runs and every fit does exactly ``max_iter`` EM passes.
+"""
+
+import collections
+import logging
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import zarr
+from zarr.storage import LocalStore
+
+SEED = 20240607
+MiB = 2.0**20
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------- data
+
+def generating_mixture(n_features, n_components, seed=SEED):
+    """Return the weights, means and covariances (K, D, D) the rows are drawn from."""
+    rng = np.random.default_rng([seed, n_features, n_components])
+    weights = 1.0 + rng.random(n_components)
+    means = rng.normal(scale=4.0, size=(n_components, n_features))
+    factors = rng.normal(scale=0.6, size=(n_components, n_features, n_features))
+    covariances = factors @ factors.transpose(0, 2, 1) + 0.2 * np.eye(n_features)
+    return weights / weights.sum(), means, covariances
+
+
+def mixture_rows(n_rows, n_features, n_components, block, dtype=np.float64, seed=SEED):
+    """Rows ``block`` of the dataset: ``n_rows`` draws from the generating mixture.
+
+    Each block holds a multinomial draw of rows from every component, component after
+    component (EM does not care about the order of rows within a block).
+    """
+    weights, means, covariances = generating_mixture(n_features, n_components, seed)
+    rng = np.random.default_rng([seed, n_features, n_components, block])
+    counts = rng.multinomial(n_rows, weights)
+    rows = np.empty((n_rows, n_features), dtype=dtype)
+    start = 0
+    for count, mean, factor in zip(counts, means, np.linalg.cholesky(covariances)):
+        rows[start:start + count] = rng.standard_normal((count, n_features)) @ factor.T + mean
+        start += count
+    return rows
+
+
+def lazy_mixture(n_rows, n_features, n_components, chunk_rows, dtype=np.float64, seed=SEED):
+    """A lazy Dask array of the dataset, one generated block per row chunk."""
+    def block(block_info=None):
+        info = block_info[None]
+        return mixture_rows(info["chunk-shape"][0], n_features, n_components,
+                            info["chunk-location"][0], dtype, seed)
+
+    chunks = (_row_chunks(n_rows, chunk_rows), (n_features,))
+    return da.map_blocks(block, chunks=chunks, dtype=dtype, meta=np.empty((0, 0), dtype))
+
+
+def _row_chunks(n_rows, chunk_rows):
+    full, rest = divmod(n_rows, chunk_rows)
+    return (chunk_rows,) * full + ((rest,) if rest else ())
+
+
+def initial_parameters(n_features, n_components, seed=SEED):
+    """Explicit ``weights_init``/``means_init``/``precisions_init`` (full) near the truth."""
+    _, means, covariances = generating_mixture(n_features, n_components, seed)
+    rng = np.random.default_rng([seed, 1])
+    return {
+        "weights_init": np.full(n_components, 1.0 / n_components),
+        "means_init": means + rng.normal(scale=0.5, size=means.shape),
+        "precisions_init": np.linalg.inv(2.0 * covariances),
+    }
+
+
+def write_zarr(path, n_rows, n_features, n_components, chunk_rows, dtype=np.float32):
+    """Write the dataset to an uncompressed Zarr array at ``path``, a chunk at a time."""
+    target = zarr.create_array(LocalStore(str(path)), shape=(n_rows, n_features),
+                               chunks=(chunk_rows, n_features), dtype=dtype, compressors=None,
+                               overwrite=True)
+    source = lazy_mixture(n_rows, n_features, n_components, chunk_rows, dtype)
+    da.store(source, target, lock=False, scheduler="threads")
+    return target
+
+
+# ---------------------------------------------------------------------------- counting reads
+
+# Per process: chunk key -> number of ``get`` calls. Read on workers with ``client.run``.
+_chunk_reads = collections.Counter()
+_chunk_reads_lock = threading.Lock()
+
+
+class CountingStore(LocalStore):
+    """A Zarr ``LocalStore`` that counts, in this process, every ``get`` of a chunk key."""
+
+    async def get(self, key, prototype=None, byte_range=None):
+        if key.startswith("c/"):
+            with _chunk_reads_lock:
+                _chunk_reads[key] += 1
+        return await super().get(key, prototype, byte_range)
+
+
+def chunk_reads():
+    """Return this process's chunk-read counts since the last reset."""
+    with _chunk_reads_lock:
+        return dict(_chunk_reads)
+
+
+def reset_chunk_reads():
+    with _chunk_reads_lock:
+        _chunk_reads.clear()
+
+
+def open_counted(path):
+    """Open the Zarr array at ``path`` lazily as Dask, through a :class:`CountingStore`."""
+    return da.from_zarr(zarr.open_array(store=CountingStore(str(path), read_only=True), mode="r"))
+
+
+def chunk_keys(array):
+    """The store keys of all chunks of a 2-D Zarr array chunked along rows only."""
+    return {f"c/{i}/0" for i in range(array.cdata_shape[0])}
+
+
+# ---------------------------------------------------------------------------- workers
+
+def import_daskgmm():
+    """Import daskgmm's kernels in this process: run on fresh workers before a measurement.
+
+    A worker that first meets daskgmm inside a task holds the GIL for a second or more
+    importing it. Every block task of a pass also needs the pass's one small argument key (the
+    mixture's coefficients), held by one worker; while that worker is importing, the other one
+    waits for the key, keeps loading chunks it cannot use, and spills them. Warm workers show
+    the steady state (reported as a daskgmm bug: ``bench_outofcore.py --cold`` reproduces it).
+    """
+    import daskgmm.kernels  # noqa: F401
+
+
+# ---------------------------------------------------------------------------- memory
+
+def reset_peak_rss():
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS; False where unsupported."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss():
+    """This process's peak RSS in bytes since start or the last :func:`reset_peak_rss`."""
+    with open(f"/proc/{os.getpid()}/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def spill_report(dask_worker):
+    """What a worker has spilled: keys on disk now and bytes ever written to disk."""
+    data = dask_worker.data
+    written = sum(value for (label, unit), value in getattr(data, "cumulative_metrics", {}).items()
+                  if label == "disk-write" and unit == "bytes")
+    return {"keys_on_disk": len(getattr(data, "slow", ())), "bytes_written": int(written)}
+
+
+# ---------------------------------------------------------------------------- timing and report
+
+def best_time(function, repeats):
+    """The least wall time of ``repeats`` calls of ``function`` and its last result."""
+    best, result = np.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+class IterationLog(logging.Handler):
+    """Collects daskgmm's per-iteration log records; calls ``on_iteration(n)`` after each one."""
+
+    def __init__(self, on_iteration=None):
+        super().__init__(logging.INFO)
+        self.seconds = []
+        self.on_iteration = on_iteration
+
+    def emit(self, record):
+        if not record.getMessage().startswith("iteration "):
+            return
+        self.seconds.append(float(record.args[-1]))
+        if self.on_iteration is not None:
+            self.on_iteration(len(self.seconds))
+
+    def __enter__(self):
+        logger = logging.getLogger("daskgmm")
+        self._level = logger.level
+        logger.setLevel(logging.INFO)
+        logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logger = logging.getLogger("daskgmm")
+        logger.removeHandler(self)
+        logger.setLevel(self._level)
+
+
+def log_progress(logger):
+    """Send ``logger``'s progress to stderr; keep distributed's own INFO chatter out."""
+    logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logger.setLevel(logging.INFO)
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def header():
+    """Lines describing the run: command, machine, load, library versions, git commit."""
+    import distributed
+    import threadpoolctl
+
+    import daskgmm
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "daskgmm"],
+                           capture_output=True, text=True).stdout.strip()
+    blas = ", ".join(
+        f"{info['internal_api']} {info.get('version')} ({info['num_threads']} threads)"
+        for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas")
+    return [
+        f"command: {' '.join([Path(sys.executable).name] + sys.argv)}",
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{_total_memory() / 2**30:.0f} GiB, load average {os.getloadavg()[0]:.2f}",
+        f"python {platform.python_version()}, numpy {np.__version__}, dask {dask.__version__}, "
+        f"distributed {distributed.__version__}, zarr {zarr.__version__}, blas: {blas}",
+        f"daskgmm {commit}{' (daskgmm/ modified)' if dirty else ''}",
+    ]
+
+
+def _total_memory():
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def table(rows, columns):
+    """A Markdown table of ``rows`` (dicts) with the given ``(key, title, format)`` columns."""
+    lines = ["| " + " | ".join(title for _, title, _ in columns) + " |",
+             "| " + " | ".join("---" if fmt == "s" else "---:" for _, _, fmt in columns) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(format(row[key], fmt) for key, _, fmt in columns) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,174 @@
+"""Failures on a real cluster: a worker killed in the middle of a fit, a worker out of memory.
+
+The scheduler and workers are separate ``dask scheduler`` / ``dask worker`` processes on
+127.0.0.1, started for each test in their own process groups and killed with them at teardown.
+The data come from a Zarr store on disk, so chunks held by a lost worker can be read again.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from distributed import Client
+from distributed.scheduler import KilledWorker
+from numpy.testing import assert_allclose
+
+from conftest import make_blobs
+from daskgmm import GaussianMixture
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+DASK = str(Path(sys.executable).parent / "dask")
+# As a nanny would set them: one BLAS thread per single-threaded worker.
+WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+STARTUP_SECONDS = 60
+FIT_TIMEOUT_SECONDS = 120
+FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+
+
+@contextmanager
+def process_cluster(directory, n_workers=2, nanny=False, memory_limit="0"):
+    """Yield a Client of a scheduler and ``n_workers`` single-threaded worker processes.
+
+    Also yields the workers' ``Popen`` objects; without a nanny, each is the worker process.
+    """
+    scheduler_file = directory / "scheduler.json"
+    processes = []
+    client = None
+    try:
+        processes.append(_spawn([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                 "--no-dashboard", "--scheduler-file", str(scheduler_file)]))
+        _wait_for_file(scheduler_file)
+        worker = [DASK, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+                  "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
+                  "--memory-limit", memory_limit, "--nanny" if nanny else "--no-nanny"]
+        processes += [_spawn(worker + ["--name", f"worker-{i}"]) for i in range(n_workers)]
+        client = Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS)
+        client.wait_for_workers(n_workers, timeout=STARTUP_SECONDS)
+        yield client, processes[1:]
+    finally:
+        if client is not None:
+            client.close(timeout=10)
+        for process in processes:
+            _kill_group(process)
+
+
+def _spawn(command):
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, **WORKER_ENVIRONMENT})
+
+
+def _kill_group(process):
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def _wait_for_file(path):
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scheduler wrote no {path} in {STARTUP_SECONDS} s")
+        time.sleep(0.05)
+
+
+@contextmanager
+def iterations_logged(count):
+    """Yield an Event set once daskgmm has logged ``count`` EM iterations."""
+    reached = threading.Event()
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith(f"iteration {count} "):
+                reached.set()
+
+    logger = logging.getLogger("daskgmm")
+    handler, level = Handler(logging.INFO), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield reached
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def _wait_until_processing(client, pid):
+    """Return once the worker with process id ``pid`` is running tasks of a pass."""
+    (address,) = [address for address, worker_pid in client.run(os.getpid).items()
+                  if worker_pid == pid]
+    deadline = time.monotonic() + FIT_TIMEOUT_SECONDS
+    while not any("daskgmm-pass" in str(key) for key in client.processing([address])[address]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {address} ran no task of a pass")
+
+
+def write_zarr(path, data, chunk_rows):
+    zarr.create_array(str(path), data=data, chunks=(chunk_rows, data.shape[1]))
+    return da.from_zarr(str(path))
+
+
+def model(means_init, **params):
+    """A GaussianMixture from explicit initial parameters: no initialisation passes."""
+    n_components, n_features = means_init.shape
+    return GaussianMixture(n_components, tol=0.0, means_init=means_init,
+                           weights_init=np.full(n_components, 1 / n_components),
+                           precisions_init=np.stack([np.eye(n_features)] * n_components),
+                           **params)
+
+
+def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path):
+    data = make_blobs(n_samples=400_000, seed=1, scale=2.0)
+    # make_blobs stacks its three components: the first, middle and last rows lie one in each.
+    means = data[[0, len(data) // 2, len(data) - 1]]
+    X = write_zarr(tmp_path / "X.zarr", data, chunk_rows=20_000)
+    max_iter = 10
+    # The pool is the outer context: on failure the cluster is torn down before the pool waits.
+    with ThreadPoolExecutor(1) as pool, process_cluster(tmp_path) as (client, workers):
+        reference = model(means, max_iter=max_iter).fit(X)
+        victim = workers[0]
+        with iterations_logged(2) as second_iteration_done:
+            fit = pool.submit(model(means, max_iter=max_iter).fit, X)
+            assert second_iteration_done.wait(FIT_TIMEOUT_SECONDS)
+            _wait_until_processing(client, victim.pid)
+            assert not fit.done()
+            os.kill(victim.pid, signal.SIGKILL)
+            victim.wait(timeout=30)
+            interrupted = fit.result(timeout=FIT_TIMEOUT_SECONDS)
+        assert len(client.scheduler_info()["workers"]) == 1
+    assert interrupted.n_iter_ == reference.n_iter_ == max_iter
+    for name in FITTED_ARRAYS:
+        assert_allclose(getattr(interrupted, name), getattr(reference, name), rtol=1e-12)
+    assert interrupted.lower_bounds_ == pytest.approx(reference.lower_bounds_, rel=1e-12)
+
+
+def test_worker_out_of_memory_is_restarted_and_the_fit_never_hangs(tmp_path):
+    """A chunk (96 MiB) far too big for a worker's 200 MiB limit: the nanny kills the worker."""
+    chunk_rows = 4 * 2**20
+    data = np.random.default_rng(0).normal(size=(2 * chunk_rows, 3))
+    X = write_zarr(tmp_path / "X.zarr", data, chunk_rows=chunk_rows)
+    means = data[:2]
+    del data
+    with ThreadPoolExecutor(1) as pool, \
+            process_cluster(tmp_path, nanny=True, memory_limit="200MiB") as (client, _):
+        fit = pool.submit(model(means, max_iter=2).fit, X)
+        try:
+            fitted = fit.result(timeout=FIT_TIMEOUT_SECONDS)
+        except KilledWorker as error:
+            assert "died while running it" in str(error)
+        else:
+            assert fitted.n_iter_ == 2 and np.isfinite(fitted.means_).all()
+        client.wait_for_workers(2, timeout=STARTUP_SECONDS)
