@@ -51,10 +51,22 @@ def _scatter_about_means(stats, means):
     return stats.second - cross - cross.transpose(0, 2, 1) + outer
 
 
+def _above_resolution(scatter, moments_about_reference):
+    """Raise scatters lost to rounding (tiny or negative) to the resolution of the moments.
+
+    A scatter is a sum of squares, so it is never negative; computed from moments about the
+    reference it carries a rounding error of about ``eps`` times those moments. A component
+    collapsed on a single row would otherwise get a negative variance from rounding alone.
+    """
+    resolution = np.finfo(np.float64).eps * moments_about_reference
+    return np.maximum(scatter, resolution)
+
+
 def _diag_scatter_about_means(stats, means):
     """Return ``sum w r (x - mu_k)^2`` per component and feature."""
     shift = means - stats.reference
-    return stats.second - 2.0 * shift * stats.first + stats.counts[:, None] * shift**2
+    scatter = stats.second - 2.0 * shift * stats.first + stats.counts[:, None] * shift**2
+    return _above_resolution(scatter, stats.second)
 
 
 def _covariances_full(stats, means, padded_counts, reg_covar):
@@ -66,13 +78,30 @@ def _covariances_full(stats, means, padded_counts, reg_covar):
 
 
 def _covariances_tied(stats, means, padded_counts, reg_covar):
-    # stats.second is the pooled scatter sum w (x - c)(x - c)^T over all rows.
+    # scikit-learn's tied estimate is (sum_all x x^T - sum_k N_k mu_k mu_k^T) / sum_k N_k, the
+    # first sum over all rows whatever the responsibilities. When every row's responsibilities
+    # sum to one (after any E-step) that is the pooled scatter about c minus the between-component
+    # scatter, which keeps its precision far from the origin.
     shift = means - stats.reference
     between = np.einsum("k,kd,ke->de", padded_counts, shift, shift)
-    covariance = (stats.second - between) / padded_counts.sum()
+    scatter = stats.second - between
+    if not np.isclose(stats.pooled_count, stats.counts.sum(), rtol=1e-6):
+        scatter += _unassigned_rows_correction(stats)
+    covariance = scatter / padded_counts.sum()
     covariance = 0.5 * (covariance + covariance.T)
     covariance[np.diag_indices_from(covariance)] += reg_covar
     return covariance
+
+
+def _unassigned_rows_correction(stats):
+    """The terms of scikit-learn's tied estimate from rows whose responsibilities do not sum
+    to one (initialisation from chosen rows): ``c u^T + u c^T + (W - sum N_k) c c^T``."""
+    unassigned_first = stats.pooled_first - stats.first.sum(axis=0)
+    unassigned_count = stats.pooled_count - stats.counts.sum()
+    correction = np.outer(stats.reference, unassigned_first)
+    correction += correction.T
+    correction += unassigned_count * np.outer(stats.reference, stats.reference)
+    return correction
 
 
 def _covariances_diag(stats, means, padded_counts, reg_covar):
@@ -87,6 +116,7 @@ def _covariances_spherical(stats, means, padded_counts, reg_covar):
         - 2.0 * np.einsum("kd,kd->k", shift, stats.first)
         + stats.counts * np.einsum("kd,kd->k", shift, shift)
     )
+    scatter = _above_resolution(scatter, stats.second)
     return scatter / (padded_counts * means.shape[1]) + reg_covar
 
 

@@ -10,8 +10,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._compat import HAVE_SKLEARN
 from .engine import map_reduce, take_rows
-from .kernels import as_float_block, merge_lowest, responsibility_block
+from .kernels import (
+    as_float_block,
+    count_nonfinite_rows,
+    merge_lowest,
+    raise_if_nonfinite,
+    responsibility_block,
+)
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 _PARALLEL_ROUNDS = 5
@@ -31,6 +38,7 @@ class RowSample:
     rows: np.ndarray
     points: np.ndarray
     keep: int
+    n_nonfinite: int = 0
 
     def __add__(self, other):
         keys, payload = merge_lowest(
@@ -38,7 +46,8 @@ class RowSample:
             (other.keys, np.column_stack([other.rows, other.points])),
             self.keep,
         )
-        return RowSample(keys, payload[:, 0].astype(np.int64), payload[:, 1:], self.keep)
+        return RowSample(keys, payload[:, 0].astype(np.int64), payload[:, 1:], self.keep,
+                         self.n_nonfinite + other.n_nonfinite)
 
 
 @dataclass
@@ -83,7 +92,8 @@ def _sample_block(block, weights, position, seed, centers, keep):
         keys = np.where(mass > 0, exponentials / np.where(mass > 0, mass, 1.0), np.inf)
     chosen = _smallest(keys, keep)
     chosen = chosen[np.isfinite(keys[chosen])]
-    return RowSample(keys[chosen], position.start + chosen, block[chosen], keep)
+    return RowSample(keys[chosen], position.start + chosen, block[chosen], keep,
+                     count_nonfinite_rows(block))
 
 
 def sample_rows(source, keep, rng, centers=None):
@@ -91,6 +101,7 @@ def sample_rows(source, keep, rng, centers=None):
     nearest of ``centers`` when given). Returns ``(row_indices, points)``."""
     seed = int(rng.integers(2**63))
     sample = map_reduce(source, _sample_block, seed, centers, keep, pass_position=True)
+    raise_if_nonfinite(sample.n_nonfinite)
     return sample.rows, sample.points
 
 
@@ -260,24 +271,100 @@ def _responsibility_block(block, weights, position, responsibilities, reference,
     return responsibility_block(block, weights, resp, reference, covariance_type)
 
 
-def initial_responsibilities(source, n_components, init_params, rng):
-    """Choose the initial responsibilities and the reference point for their statistics."""
-    if init_params == "kmeans":
-        centers = kmeans_centers(source, n_components, rng)
-        return NearestCenterResponsibilities(centers), centers.mean(axis=0)
+@dataclass(frozen=True)
+class GivenResponsibilities:
+    """Responsibilities computed up front for in-memory data: labels (one-hot) or a matrix."""
+
+    values: np.ndarray
+    n_components: int
+
+    def __call__(self, block, position):
+        rows = self.values[position.start : position.start + len(block)]
+        if rows.ndim == 1:
+            return np.eye(self.n_components)[rows]
+        return rows
+
+
+def _sklearn_kmeans_labels(data, weights, n_components, random_state):
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=n_components, n_init=1, random_state=random_state)
+    return model.fit(data, sample_weight=weights).labels_
+
+
+def _sklearn_kmeans_plusplus_rows(data, weights, n_components, random_state):
+    from sklearn.cluster import kmeans_plusplus
+
+    _, rows = kmeans_plusplus(np.asarray(data, dtype=np.float64), n_components,
+                              sample_weight=weights, random_state=random_state)
+    return rows
+
+
+def _in_memory_responsibilities(source, n_components, init_params, random_state):
+    """scikit-learn's own initial responsibilities, drawn from the same RandomState stream.
+
+    Returns None where that needs scikit-learn and it is not installed.
+    """
+    data, weights, n_rows = source.data, source.weights, source.n_rows
     if init_params == "random":
-        seed = int(rng.integers(2**63))
-        return RandomResponsibilities(seed, n_components), take_rows(source, [0])[0]
+        resp = random_state.uniform(size=(n_rows, n_components))
+        return GivenResponsibilities(resp / resp.sum(axis=1, keepdims=True), n_components)
+    if init_params == "random_from_data":
+        rows = random_state.choice(n_rows, size=n_components, replace=False)
+        return ChosenRowResponsibilities(np.asarray(rows, dtype=np.int64))
+    if not HAVE_SKLEARN:
+        return None
+    if init_params == "kmeans":
+        labels = _sklearn_kmeans_labels(data, weights, n_components, random_state)
+        return GivenResponsibilities(labels, n_components)
+    rows = _sklearn_kmeans_plusplus_rows(data, weights, n_components, random_state)
+    return ChosenRowResponsibilities(np.asarray(rows, dtype=np.int64))
+
+
+def _scalable_responsibilities(source, n_components, init_params, rng):
+    """Initial responsibilities by a few passes over the blocks, never gathering the data."""
+    if init_params == "kmeans":
+        return NearestCenterResponsibilities(kmeans_centers(source, n_components, rng))
+    if init_params == "random":
+        return RandomResponsibilities(int(rng.integers(2**63)), n_components)
     if init_params == "k-means++":
         rows = kmeans_plusplus_rows(source, n_components, rng)
     else:
         rows, _ = sample_rows(source, n_components, rng)
-    reference = take_rows(source, rows).mean(axis=0)
-    return ChosenRowResponsibilities(np.asarray(rows, dtype=np.int64)), reference
+    return ChosenRowResponsibilities(np.asarray(rows, dtype=np.int64))
 
 
-def initial_stats(source, n_components, init_params, covariance_type, rng, split_every):
-    """One pass: sufficient statistics under the initial responsibilities."""
-    responsibilities, reference = initial_responsibilities(source, n_components, init_params, rng)
+def initial_responsibilities(source, n_components, init_params, random_state):
+    """Choose the initial responsibilities.
+
+    In-memory NumPy data get exactly scikit-learn's initialisation (same ``RandomState``
+    stream, scikit-learn's KMeans and kmeans_plusplus when installed), so a fit reproduces
+    scikit-learn's model for the same ``random_state``. Dask data, or NumPy data without
+    scikit-learn for the k-means methods, use the scalable passes of this module.
+    """
+    if not source.is_dask:
+        chosen = _in_memory_responsibilities(source, n_components, init_params, random_state)
+        if chosen is not None:
+            return chosen
+    rng = np.random.default_rng(random_state.randint(0, 2**32 - 1, size=4))
+    return _scalable_responsibilities(source, n_components, init_params, rng)
+
+
+def _reference_point(source, responsibilities):
+    """A point inside the data to take the initial moments about."""
+    if isinstance(responsibilities, NearestCenterResponsibilities):
+        return responsibilities.centers.mean(axis=0)
+    if isinstance(responsibilities, ChosenRowResponsibilities):
+        return take_rows(source, responsibilities.rows).mean(axis=0)
+    return take_rows(source, [0])[0]
+
+
+def initial_stats(source, n_components, init_params, covariance_type, random_state, split_every):
+    """One pass: sufficient statistics under the initial responsibilities.
+
+    ``random_state`` is a ``numpy.random.RandomState`` (scikit-learn's random stream).
+    """
+    responsibilities = initial_responsibilities(source, n_components, init_params, random_state)
+    reference = _reference_point(source, responsibilities)
     return map_reduce(source, _responsibility_block, responsibilities, reference,
                       covariance_type, pass_position=True, split_every=split_every)

@@ -68,6 +68,9 @@ class SufficientStats:
         ``sum w log p(x)`` under the parameters the responsibilities came from.
     total_weight : float
         ``sum w``.
+    pooled_first, pooled_count : ndarray of shape (n_features,), float
+        'tied' only: ``sum w (x - c)`` and ``sum w`` over all rows whatever the responsibilities
+        (they differ from the per-component sums when responsibilities do not sum to one).
     n_nonfinite : int
         Rows whose values (or log-likelihood) are not finite; the caller raises.
     worst_scores, worst_points : ndarray
@@ -81,6 +84,8 @@ class SufficientStats:
     second: np.ndarray
     log_likelihood: float = 0.0
     total_weight: float = 0.0
+    pooled_first: np.ndarray = 0.0
+    pooled_count: float = 0.0
     n_nonfinite: int = 0
     worst_scores: np.ndarray = field(default_factory=lambda: np.empty(0))
     worst_points: np.ndarray = field(default_factory=lambda: np.empty((0, 0)))
@@ -98,9 +103,25 @@ class SufficientStats:
             second=self.second + other.second,
             log_likelihood=self.log_likelihood + other.log_likelihood,
             total_weight=self.total_weight + other.total_weight,
+            pooled_first=self.pooled_first + other.pooled_first,
+            pooled_count=self.pooled_count + other.pooled_count,
             n_nonfinite=self.n_nonfinite + other.n_nonfinite,
             worst_scores=scores,
             worst_points=points,
+        )
+
+
+def count_nonfinite_rows(block):
+    """Return how many rows of a 2-D float block hold NaN or infinity."""
+    return int(np.count_nonzero((~np.isfinite(block)).any(axis=1)))
+
+
+def raise_if_nonfinite(n_nonfinite):
+    """Raise the ValueError that names non-finite input rows, if there are any."""
+    if n_nonfinite:
+        raise ValueError(
+            f"Input X contains NaN or infinity in {n_nonfinite} row(s); GaussianMixture needs "
+            "finite values: drop or impute those rows first."
         )
 
 
@@ -130,10 +151,10 @@ def n_design_features(covariance_type, n_features):
     return 1 + n_features + quadratic
 
 
-def _design_matrix(rows, reference, covariance_type, dtype):
-    """Return ``phi`` of a slice of rows, feature-major: shape (n_design_features, n_rows)."""
-    n_rows, n_features = rows.shape
-    phi = np.empty((n_design_features(covariance_type, n_features), n_rows), dtype=dtype)
+def _design_matrix(rows, reference, covariance_type, out):
+    """Fill ``out`` with ``phi`` of a slice of rows, feature-major (n_design_features, n_rows)."""
+    n_features = rows.shape[1]
+    phi = out
     phi[0] = 1.0
     centred = phi[1 : 1 + n_features]
     np.subtract(rows.T, reference[:, None], out=centred, casting="unsafe")
@@ -226,9 +247,10 @@ def make_log_density(weights, means, precisions_cholesky, covariance_type, refer
 # ---------------------------------------------------------------- per-slice work
 
 
-def _slice_length(n_design, dtype):
-    rows = _SLICE_ELEMENTS // max(n_design, 1)
-    return int(min(max(rows, 256), _MAX_SLICE_ROWS))
+def _slice_length(n_design, n_rows):
+    """Rows per slice: the design matrix near ``_SLICE_ELEMENTS``, and no more than the block."""
+    rows = min(max(_SLICE_ELEMENTS // max(n_design, 1), 256), _MAX_SLICE_ROWS)
+    return int(max(1, min(rows, n_rows)))
 
 
 def _row_slices(n_rows, step):
@@ -251,9 +273,11 @@ def weighted_log_prob(block, density):
     block = np.asarray(block)
     n_design = n_design_features(density.covariance_type, block.shape[1])
     result = np.empty((len(block), density.n_components), dtype=density.dtype)
-    for rows in _row_slices(len(block), _slice_length(n_design, density.dtype)):
+    step = _slice_length(n_design, len(block))
+    buffer = np.empty((n_design, step), dtype=density.dtype)
+    for rows in _row_slices(len(block), step):
         phi = _design_matrix(block[rows], density.reference, density.covariance_type,
-                             density.dtype)
+                             buffer[:, : rows.stop - rows.start])
         result[rows] = (density.coefficients @ phi).T
     return result
 
@@ -269,10 +293,16 @@ def log_prob_resp(block, density):
 
 
 class _MomentAccumulator:
-    """Sums ``phi @ weighted_resp^T`` over slices in float64, then unpacks the statistics."""
+    """Sums ``phi @ weighted_resp^T`` over slices in float64, then unpacks the statistics.
 
-    def __init__(self, n_design, n_components):
-        self.moments = np.zeros((n_design, n_components))
+    For 'tied' the responsibilities carry one more row, the row weights, whose moments give the
+    pooled scatter over all rows whatever the responsibilities (scikit-learn's definition).
+    """
+
+    def __init__(self, n_design, n_components, covariance_type):
+        pooled = covariance_type == "tied"
+        self.covariance_type = covariance_type
+        self.moments = np.zeros((n_design, n_components + pooled))
         self.log_likelihood = 0.0
         self.total_weight = 0.0
 
@@ -285,17 +315,35 @@ class _MomentAccumulator:
             self.log_likelihood += float(np.dot(row_weights, log_norm.astype(np.float64)))
             self.total_weight += float(np.sum(row_weights, dtype=np.float64))
 
-    def stats(self, reference, covariance_type):
+    def stats(self, reference):
         n_features = len(reference)
         moments = self.moments
+        pooled = self.covariance_type == "tied"
+        n_components = moments.shape[1] - pooled
         return SufficientStats(
             reference=reference,
-            counts=moments[0].copy(),
-            first=moments[1 : 1 + n_features].T.copy(),
-            second=_unpack_second(moments[1 + n_features :], covariance_type, n_features),
+            counts=moments[0, :n_components].copy(),
+            first=moments[1 : 1 + n_features, :n_components].T.copy(),
+            second=_unpack_second(moments[1 + n_features :], self.covariance_type, n_features),
             log_likelihood=self.log_likelihood,
             total_weight=self.total_weight,
+            pooled_first=moments[1 : 1 + n_features, -1].copy() if pooled else 0.0,
+            pooled_count=float(moments[0, -1]) if pooled else 0.0,
         )
+
+
+def _weighted_resp_buffer(n_components, n_rows, covariance_type, dtype):
+    """Room for the responsibilities of a slice, plus the row-weight row for 'tied'."""
+    return np.empty((n_components + (covariance_type == "tied"), n_rows), dtype=dtype)
+
+
+def _weigh_responsibilities(buffer, n_components, row_weights):
+    """Multiply responsibilities by the row weights; fill the pooled row for 'tied'."""
+    if row_weights is not None:
+        buffer[:n_components] *= row_weights
+    if buffer.shape[0] > n_components:
+        buffer[n_components] = 1.0 if row_weights is None else row_weights
+    return buffer
 
 
 def _unpack_second(quadratic, covariance_type, n_features):
@@ -305,7 +353,7 @@ def _unpack_second(quadratic, covariance_type, n_features):
     if covariance_type == "spherical":
         return quadratic[0].copy()
     upper_rows, upper_cols = np.triu_indices(n_features)
-    packed = quadratic.T if covariance_type == "full" else quadratic.sum(axis=1)[None]
+    packed = quadratic.T if covariance_type == "full" else quadratic[:, -1][None]
     full = np.empty((packed.shape[0], n_features, n_features))
     full[:, upper_rows, upper_cols] = packed
     full[:, upper_cols, upper_rows] = packed
@@ -345,21 +393,27 @@ def em_block(block, row_weights, density, covariance_type):
         the worst-explained rows.
     """
     block = np.asarray(block)
+    n_components = density.n_components
     n_design = n_design_features(covariance_type, block.shape[1])
-    accumulator = _MomentAccumulator(n_design, density.n_components)
+    step = _slice_length(n_design, len(block))
+    phi_buffer = np.empty((n_design, step), dtype=density.dtype)
+    resp_buffer = _weighted_resp_buffer(n_components, step, covariance_type, density.dtype)
+    accumulator = _MomentAccumulator(n_design, n_components, covariance_type)
     log_norms = np.empty(len(block), dtype=np.float64)
-    for rows in _row_slices(len(block), _slice_length(n_design, density.dtype)):
-        phi = _design_matrix(block[rows], density.reference, covariance_type, density.dtype)
-        resp = density.coefficients @ phi
+    for rows in _row_slices(len(block), step):
+        n_rows = rows.stop - rows.start
+        phi = _design_matrix(block[rows], density.reference, covariance_type,
+                             phi_buffer[:, :n_rows])
+        weighted_resp = resp_buffer[:, :n_rows]
+        resp = np.matmul(density.coefficients, phi, out=weighted_resp[:n_components])
         log_norm = responsibilities_in_place(resp)
         log_norms[rows] = log_norm
         weights = None if row_weights is None else np.asarray(row_weights[rows], density.dtype)
-        if weights is not None:
-            resp *= weights
-        accumulator.add(phi, resp, log_norm, weights)
-    stats = accumulator.stats(density.reference.astype(np.float64), covariance_type)
+        _weigh_responsibilities(weighted_resp, n_components, weights)
+        accumulator.add(phi, weighted_resp, log_norm, weights)
+    stats = accumulator.stats(density.reference.astype(np.float64))
     stats.n_nonfinite = int(len(log_norms) - np.count_nonzero(np.isfinite(log_norms)))
-    return _with_worst_rows(stats, block, log_norms, density.n_components)
+    return _with_worst_rows(stats, block, log_norms, n_components)
 
 
 def responsibility_block(block, row_weights, resp, reference, covariance_type):
@@ -377,13 +431,16 @@ def responsibility_block(block, row_weights, resp, reference, covariance_type):
     block = np.asarray(block)
     dtype = float_dtype_of(block.dtype)
     reference = np.asarray(reference, dtype=dtype)
-    phi = _design_matrix(block, reference, covariance_type, dtype)
-    weighted_resp = np.asarray(resp, dtype=dtype).T.copy()
+    n_components = resp.shape[1]
+    n_design = n_design_features(covariance_type, block.shape[1])
+    phi = _design_matrix(block, reference, covariance_type,
+                         np.empty((n_design, len(block)), dtype=dtype))
+    weighted_resp = _weighted_resp_buffer(n_components, len(block), covariance_type, dtype)
+    weighted_resp[:n_components] = resp.T
     weights = None if row_weights is None else np.asarray(row_weights, dtype)
-    if weights is not None:
-        weighted_resp *= weights
-    accumulator = _MomentAccumulator(phi.shape[0], weighted_resp.shape[0])
+    _weigh_responsibilities(weighted_resp, n_components, weights)
+    accumulator = _MomentAccumulator(n_design, n_components, covariance_type)
     accumulator.add(phi, weighted_resp, np.zeros(len(block)), weights)
-    stats = accumulator.stats(reference.astype(np.float64), covariance_type)
-    stats.n_nonfinite = int(np.count_nonzero(~np.isfinite(phi[1 : 1 + block.shape[1]]).any(0)))
+    stats = accumulator.stats(reference.astype(np.float64))
+    stats.n_nonfinite = count_nonfinite_rows(phi[1 : 1 + block.shape[1]].T)
     return _with_worst_rows(stats, block, np.zeros(len(block)), 0)

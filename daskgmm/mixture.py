@@ -18,7 +18,7 @@ from ._compat import (
 )
 from .engine import DEFAULT_SPLIT_EVERY, map_reduce, map_rows
 from .init import initial_stats
-from .kernels import em_block, log_prob_resp, make_log_density
+from .kernels import em_block, log_prob_resp, make_log_density, raise_if_nonfinite
 from .validation import (
     check_estimator_params,
     check_means_init,
@@ -49,16 +49,22 @@ class MixtureParams:
         return (self.weights @ self.means) / self.weights.sum()
 
 
-def as_generator(random_state):
-    """Return a ``numpy.random.Generator`` for None, an int, a RandomState or a Generator."""
-    if isinstance(random_state, np.random.Generator):
-        return random_state
+def as_random_state(random_state):
+    """Return the ``numpy.random.RandomState`` scikit-learn would draw from for ``random_state``.
+
+    None is NumPy's global RandomState, an int seeds a new one, a RandomState is used as is and
+    a Generator seeds a new RandomState from its stream.
+    """
+    if random_state is None:
+        return np.random.mtrand._rand
     if isinstance(random_state, np.random.RandomState):
-        return np.random.default_rng(random_state.randint(0, 2**31 - 1, size=4))
-    if random_state is None or isinstance(random_state, (int, np.integer)):
-        return np.random.default_rng(random_state)
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return np.random.RandomState(random_state.integers(0, 2**32 - 1, size=4))
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return np.random.RandomState(random_state)
     raise ValueError(
-        f"random_state must be None, an int, a numpy RandomState or Generator; "
+        "random_state must be None, an int, a numpy RandomState or Generator; "
         f"got {random_state!r}."
     )
 
@@ -231,12 +237,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._check_initial_parameters(source.n_features)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
-        rng = as_generator(self.random_state)
+        random_state = as_random_state(self.random_state)
         self._dtype = source.dtype
         best = None
         for init in range(n_init):
             self._print_verbose_init_start(init)
-            params = self._initial_parameters(source, rng) if do_init else self._params()
+            params = self._initial_parameters(source, random_state) if do_init else self._params()
             start_bound = -np.inf if do_init else self.lower_bound_
             run = self._run_em(source, params, start_bound)
             # As in scikit-learn: without iterations the last initialisation is kept.
@@ -277,7 +283,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                                    self.covariance_type, params.reference(), source.dtype)
         stats = map_reduce(source, em_block, density, self.covariance_type,
                            split_every=self.split_every)
-        _raise_if_nonfinite(stats)
+        raise_if_nonfinite(stats.n_nonfinite)
         return stats
 
     def _m_step(self, stats, source):
@@ -311,14 +317,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         weights[indices] = np.maximum(weights[indices], 1.0 / len(weights) ** 2)
         return weights / weights.sum(), means, covariances
 
-    def _initial_parameters(self, source, rng):
+    def _initial_parameters(self, source, random_state):
         """Initial parameters from ``*_init`` arguments, or from one statistics pass."""
         weights, means, precisions = self.weights_init, self.means_init, self.precisions_init
         covariances = None
         if weights is None or means is None or precisions is None:
             stats = initial_stats(source, self.n_components, self.init_params,
-                                  self.covariance_type, rng, self.split_every)
-            _raise_if_nonfinite(stats)
+                                  self.covariance_type, random_state, self.split_every)
+            raise_if_nonfinite(stats.n_nonfinite)
             padded_counts, fitted_means, covariances = cov.estimate_gaussian_parameters(
                 stats, self.reg_covar, self.covariance_type, cov.count_padding(source.dtype)
             )
@@ -461,27 +467,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least "
                 "one sample."
             )
-        rng = as_generator(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_.astype(np.float64) / self.weights_.sum())
-        n_features = self.means_.shape[1]
-        parts = []
-        for k, count in enumerate(counts):
-            factor = self._covariance_factor(k, n_features)
-            noise = rng.standard_normal((count, n_features))
-            parts.append(self.means_[k] + noise @ factor.T)
+        # The same draws as scikit-learn's sample, so equal models and seeds give equal rows.
+        rng = as_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_)
+        covariances = np.asarray(self.covariances_, dtype=np.float64)
+        parts = [
+            self._sample_component(rng, k, int(count), covariances) for k, count in enumerate(counts)
+        ]
         labels = np.repeat(np.arange(self.n_components), counts)
         return np.vstack(parts).astype(np.float64), labels
 
-    def _covariance_factor(self, k, n_features):
-        """Return ``A`` with ``A @ A.T`` the covariance of component ``k``."""
-        covariances = np.asarray(self.covariances_, dtype=np.float64)
+    def _sample_component(self, rng, k, count, covariances):
+        mean = np.asarray(self.means_[k], dtype=np.float64)
         if self.covariance_type == "full":
-            return np.linalg.cholesky(covariances[k])
+            return rng.multivariate_normal(mean, covariances[k], count)
         if self.covariance_type == "tied":
-            return np.linalg.cholesky(covariances)
-        if self.covariance_type == "diag":
-            return np.diag(np.sqrt(covariances[k]))
-        return np.sqrt(covariances[k]) * np.eye(n_features)
+            return rng.multivariate_normal(mean, covariances, count)
+        return mean + rng.standard_normal(size=(count, len(mean))) * np.sqrt(covariances[k])
 
     # ------------------------------------------------------------------ persistence
 
@@ -534,14 +536,6 @@ class _EMRun:
 
     def __post_init__(self):
         self.lower_bounds = []
-
-
-def _raise_if_nonfinite(stats):
-    if stats.n_nonfinite:
-        raise ValueError(
-            f"Input X contains NaN or infinity in {stats.n_nonfinite} row(s); GaussianMixture "
-            "needs finite values: drop or impute those rows first."
-        )
 
 
 def _persisted(X, weights):

@@ -78,7 +78,18 @@ def _as_array(X):
         return open_array(X)
     if type(X).__module__.startswith("zarr"):
         return da.from_zarr(X)
-    return np.asarray(X)
+    if hasattr(X, "tocsr") or hasattr(X, "todense"):
+        raise TypeError(
+            "Sparse input is not supported by GaussianMixture; pass a dense array, e.g. "
+            "X.toarray(), or a Dask array built from dense chunks."
+        )
+    X = np.asarray(X)
+    if X.dtype == object:
+        try:
+            return X.astype(np.float64)
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"X has dtype object and does not convert to float: {error}") from None
+    return X
 
 
 def _check_dims(X, name="X"):
@@ -153,7 +164,10 @@ def check_X(X, n_components=None, n_features=None):
                 f"n_components = {n_components}, n_samples = {n_samples}"
             )
     if X.shape[1] < 1:
-        raise ValueError(f"Found array with 0 feature(s) (shape={X.shape}); need at least 1.")
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape={X.shape}) while a minimum of 1 is "
+            "required by GaussianMixture."
+        )
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(
             f"X has {X.shape[1]} features, but GaussianMixture is expecting {n_features} "
@@ -211,9 +225,13 @@ def check_weights_init(weights, n_components):
     weights = _as_float_array(weights, "weights")
     _check_shape(weights, (n_components,), "weights")
     if np.any(weights < 0.0) or np.any(weights > 1.0):
+        # scikit-learn's message swaps the two values; code matching on it must keep working,
+        # so its words come first and the plain statement follows.
+        low, high = np.min(weights), np.max(weights)
         raise ValueError(
             "The parameter 'weights' should be in the range [0, 1], but got max value "
-            f"{np.max(weights):.5f}, min value {np.min(weights):.5f}"
+            f"{low:.5f}, min value {high:.5f} (scikit-learn's wording: the smallest weight is "
+            f"{low:.5f} and the largest {high:.5f})"
         )
     atol = 1e-6 if weights.dtype == np.float32 else 1e-8
     if not np.allclose(np.abs(1.0 - np.sum(weights)), 0.0, atol=atol):

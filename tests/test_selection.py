@@ -99,12 +99,12 @@ def test_dask_input(client, X, selection):
     row = best_row(result)
     assert_allclose(row["bic"], result.best_model.bic(dask_X), rtol=1e-12)
     assert_allclose(row["bic"], result.best_model.bic(X), rtol=1e-10)
-    # The same chunking in NumPy blocks gives the same grid of models.
-    numpy_result = select_model(X, n_components=list(N_COMPONENTS),
-                                covariance_types=list(COVARIANCE_TYPES), random_state=0,
-                                block_rows=CHUNK_ROWS)
-    assert_allclose([r["bic"] for r in result.table], [r["bic"] for r in numpy_result.table],
-                    rtol=1e-10)
+    # NumPy input starts from scikit-learn's initialisation, Dask input from the scalable one;
+    # on well separated blobs both reach the same best model.
+    numpy_best = select_model(X, n_components=list(N_COMPONENTS),
+                              covariance_types=list(COVARIANCE_TYPES), random_state=0).best_model
+    assert numpy_best.n_components == result.best_model.n_components
+    assert_allclose(numpy_best.bic(X), result.best_model.bic(X), rtol=1e-4)
 
 
 def test_sample_weight_and_estimator_parameters_are_passed_on(X):

@@ -206,12 +206,6 @@ def test_weights_init_checks():
     assert_array_equal(gmm.weights_init, rand_data.weights)
 
 
-@pytest.mark.xfail(
-    reason="BUG: scikit-learn's message for out-of-range weights_init reads 'max value <min>, "
-    "min value <max>' (its arguments are swapped) and its own test matches that text; daskgmm "
-    "prints them the right way round, so code and tests matching scikit-learn's words fail",
-    strict=True,
-)
 def test_weights_init_range_message_is_scikit_learns():
     rng = np.random.RandomState(0)
     X = RandomData.draw(rng).X["full"]
@@ -671,12 +665,6 @@ DIVERGING_INIT = dict(
 
 
 @ignore_convergence
-@pytest.mark.xfail(
-    reason="BUG: a spherical component collapsed onto one row gets a slightly negative variance "
-    "(-1.9e-17) where scikit-learn's formula leaves +4e-16, so with reg_covar=0 fit raises "
-    "'ill-defined empirical covariance' where scikit-learn fits (its issue 18216 test)",
-    strict=True,
-)
 def test_best_parameters_are_set_when_em_diverges():
     X = np.random.RandomState(0).uniform(size=(30, 3))
     gmm = GaussianMixture(covariance_type="spherical", reg_covar=0, n_components=6,
@@ -752,13 +740,6 @@ def test_precisions_init_from_the_default_start_reproduces_the_fit(covariance_ty
     assert_allclose(with_init.precisions_cholesky_, without_init.precisions_cholesky_, rtol=rtol)
 
 
-@pytest.mark.xfail(
-    reason="BUG (scikit-learn compatibility): scikit-learn's issue 16944 test builds "
-    "precisions_init from sklearn KMeans(n_init=1, random_state=0) labels; daskgmm's k-means|| "
-    "start numbers the two clusters the other way round, so the given precisions land on the "
-    "wrong components and the fit takes 3 iterations instead of 2",
-    strict=True,
-)
 def test_diag_precisions_init_from_sklearn_kmeans_labels():
     X = two_gaussians(np.float64)
     labels = KMeans(n_clusters=2, n_init=1, random_state=0).fit(X).labels_
@@ -862,39 +843,13 @@ SKIPPED_CHECKS = {
     ),
 }
 
-# Checks daskgmm fails because of a bug: each is a strict xfail, so a fix makes it fail loudly.
-BUG_CHECKS = {
-    "check_dtype_object": (
-        "BUG: an object-dtype X holding numbers (e.g. from a mixed-dtype DataFrame) is "
-        "rejected with TypeError; scikit-learn converts it to float64"
-    ),
-    "check_estimators_empty_data_messages": (
-        "BUG: X with 0 columns says 'need at least 1' instead of scikit-learn's '0 feature(s) "
-        "(shape=(n, 0)) while a minimum of 1 is required'"
-    ),
-    "check_estimator_sparse_array": (
-        "BUG: scipy sparse X fails with 'Found array with dim 0 ... X.shape=()' instead of "
-        "saying sparse input is not supported"
-    ),
-    "check_estimator_sparse_matrix": (
-        "BUG: scipy sparse X fails with 'Found array with dim 0 ... X.shape=()' instead of "
-        "saying sparse input is not supported"
-    ),
-    "check_estimator_sparse_tag": (
-        "BUG: scipy sparse X fails with 'Found array with dim 0 ... X.shape=()' instead of "
-        "saying sparse input is not supported"
-    ),
-}
-
-
 def _check_name(check):
     while isinstance(check, partial):
         check = check.func
     return check.__name__
 
 
-@parametrize_with_checks([GaussianMixture()], expected_failed_checks=lambda _: BUG_CHECKS,
-                         xfail_strict=True)
+@parametrize_with_checks([GaussianMixture()])
 def test_scikit_learn_estimator_checks(estimator, check):
     name = _check_name(check)
     if name in SKIPPED_CHECKS:

@@ -107,13 +107,6 @@ def test_nonfinite_numpy_X_at_inference(fitted, X, method, value, words):
         getattr(fitted, method)(with_value(X, value))
 
 
-@pytest.mark.xfail(
-    reason="BUG: a Dask row with NaN/inf in some but not all columns escapes the "
-    "non-finite count of the initial statistics (kernels.responsibility_block: "
-    "`~np.isfinite(...).any(0)` counts rows with no finite value) and scipy's "
-    "'array must not contain infs or NaNs' surfaces instead of daskgmm's message",
-    strict=True,
-)
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("init_params", ["kmeans", "random"])
 @pytest.mark.parametrize("value", [np.nan, np.inf])
@@ -125,11 +118,7 @@ def test_nonfinite_entry_in_dask_X_at_fit(threads, X, value, init_params):
 
 @pytest.mark.parametrize(
     "init_params",
-    [pytest.param("kmeans", marks=pytest.mark.xfail(
-        reason="BUG: after k-means init on data with one NaN row, the centres are NaN and "
-        "every row is reported: 'contains NaN or infinity in 600 row(s)' for one bad row",
-        strict=True)),
-     "k-means++", "random", "random_from_data"],
+    ["kmeans", "k-means++", "random", "random_from_data"],
 )
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_nan_row_in_dask_X_at_fit(threads, X, init_params):
@@ -145,11 +134,6 @@ def test_nan_row_in_dask_X_on_the_cluster(client, X):
             bad_dask_X(X, np.nan, whole_row=True))
 
 
-@pytest.mark.xfail(
-    reason="BUG: k-means init does not look for NaN until Lloyd's 300 iterations are spent: "
-    "one NaN row costs ~308 passes over the data before the error (13 for clean data)",
-    strict=True,
-)
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_nan_in_dask_X_is_reported_without_extra_passes(threads, X):
     model = GaussianMixture(N_COMPONENTS, random_state=0, max_iter=1)
@@ -419,9 +403,10 @@ def test_failed_fit_leaves_the_model_unfitted(X):
 def test_dask_chunked_along_features_is_rechunked_to_rows(client, X):
     by_feature = da.from_array(X, chunks=(CHUNK_ROWS, 1))
     ours = fit(by_feature)
-    reference = fit(X, block_rows=CHUNK_ROWS)
+    # NumPy input starts from scikit-learn's own initialisation, Dask input from the scalable
+    # one: the reference is the same rows chunked by rows.
+    reference = fit(as_dask(X))
     assert_same_model(ours, reference)
-    assert_same_model(ours, fit(as_dask(X)))
     assert_array_equal(np.asarray(ours.predict(by_feature)), reference.predict(X))
     assert_allclose(ours.score(by_feature), reference.score(X), rtol=1e-12)
 
@@ -439,9 +424,9 @@ def zarr_X(request, X, tmp_path):
     return zarr.open(path, mode="r") if request.param == "zarr-array" else path
 
 
-def test_zarr_input_gives_the_numpy_model(client, X, zarr_X):
+def test_zarr_input_gives_the_dask_model(client, X, zarr_X):
     ours = fit(zarr_X)
-    reference = fit(X, block_rows=CHUNK_ROWS)
+    reference = fit(as_dask(X))
     assert_same_model(ours, reference)
     assert_array_equal(np.asarray(ours.predict(zarr_X)), reference.predict(X))
     assert_allclose(np.asarray(ours.predict_proba(zarr_X)), reference.predict_proba(X),
