@@ -105,6 +105,8 @@ def _check_dims(X, name="X"):
             f"({name}.shape={X.shape}); reshape it to (n_samples, n_features), e.g. "
             f"{name}.reshape(-1, {name}.shape[-1])."
         )
+    if X.dtype.kind == "c":
+        raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}.")
     if X.dtype.kind not in "biuf":
         raise TypeError(
             f"{name} must hold real numbers (bool, int, uint or float); got dtype {X.dtype}."

@@ -836,12 +836,7 @@ def test_not_fitted_error_classes(error):
 # ---------------------------------------------------------------- scikit-learn's estimator checks
 
 # Checks daskgmm fails by design. Each is skipped, with the reason.
-SKIPPED_CHECKS = {
-    "check_complex_data": (
-        "daskgmm rejects every non-real dtype (complex, str, object) with a TypeError naming "
-        "the dtype, as it must for strings; scikit-learn's check insists on ValueError"
-    ),
-}
+SKIPPED_CHECKS = {}
 
 def _check_name(check):
     while isinstance(check, partial):
