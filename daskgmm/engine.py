@@ -5,7 +5,6 @@ This is the only module that builds Dask graphs for EM. A pass applies a block f
 with ``+`` in a fixed tree, so the result does not depend on which worker or thread ran a block.
 """
 
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,8 +21,6 @@ from dask.highlevelgraph import HighLevelGraph
 from threadpoolctl import ThreadpoolController
 
 from .kernels import float_dtype_of
-
-logger = logging.getLogger("daskgmm")
 
 DEFAULT_SPLIT_EVERY = 8
 # NumPy input is cut into blocks of about this many elements (8 MB of float64).
@@ -143,46 +140,28 @@ def _combine_group(*parts):
     return reduce(add, parts)
 
 
-def _distributed_client():
-    """The distributed Client that ``dask.compute`` would use now, or None."""
-    scheduler = dask.base.get_scheduler()
-    client = getattr(scheduler, "__self__", None)
-    return client if type(client).__name__ == "Client" else None
-
-
 def _shared_args(args, name, layer):
-    """Return a reference every block task can use to reach ``args``.
+    """Put ``args`` in the graph once, as a key every block task depends on.
 
-    On a distributed cluster the arguments are broadcast to every worker before the pass, so
-    no block waits for another worker to send them while chunks it has loaded pile up in
-    memory; elsewhere they are one key of the graph. Returns ``(reference, keep_alive)``.
+    A graph key (not scattered data) so that the scheduler can recompute it when the workers
+    holding it die.
     """
     from dask._task_spec import DataNode, TaskRef
 
-    client = _distributed_client()
-    if client is not None:
-        try:
-            (future,) = client.scatter([args], broadcast=True, hash=False)
-            return future, future
-        except OSError:
-            # A worker died during the broadcast (CommClosedError is an OSError): the graph
-            # key below still works, and the scheduler reports the lost worker properly.
-            logger.warning("broadcasting the pass arguments failed; sending them in the graph")
     args_key = (name + "-args",)
     layer[args_key] = DataNode(args_key, args)
-    return TaskRef(args_key), None
+    return TaskRef(args_key)
 
 
 def _reduction_graph(source, block_fn, args, pass_position, split_every):
     """Build a graph mapping ``block_fn`` over the chunks and merging the results in a tree.
 
-    Returns the Delayed result and an object to keep alive until it is computed.
     """
     from dask._task_spec import Task, TaskRef
 
     name = "daskgmm-pass-" + tokenize(source.data, source.weights, block_fn, args, pass_position)
     layer = {}
-    args_reference, keep_alive = _shared_args(args, name, layer)
+    args_reference = _shared_args(args, name, layer)
     data_keys = [key for (key,) in source.data.__dask_keys__()]
     weight_keys = (
         [None] * len(data_keys) if source.weights is None else source.weights.__dask_keys__()
@@ -206,7 +185,7 @@ def _reduction_graph(source, block_fn, args, pass_position, split_every):
         level = next_level
     dependencies = [source.data] + ([] if source.weights is None else [source.weights])
     graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    return Delayed(level[0], graph, layer=name), keep_alive
+    return Delayed(level[0], graph, layer=name)
 
 
 def _apply_block(block_fn, block, weights, *rest):
@@ -222,8 +201,7 @@ def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT
     """
     with single_threaded_blas():
         if source.is_dask:
-            graph, _keep_alive = _reduction_graph(source, block_fn, args, pass_position,
-                                                  split_every)
+            graph = _reduction_graph(source, block_fn, args, pass_position, split_every)
             (result,) = dask.compute(graph)
             return result
         return tree_reduce(_numpy_map(source, block_fn, args, pass_position), split_every)
