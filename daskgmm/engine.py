@@ -154,9 +154,7 @@ def _shared_args(args, name, layer):
 
 
 def _reduction_graph(source, block_fn, args, pass_position, split_every):
-    """Build a graph mapping ``block_fn`` over the chunks and merging the results in a tree.
-
-    """
+    """Build a graph mapping ``block_fn`` over the chunks and merging the results in a tree."""
     from dask._task_spec import Task, TaskRef
 
     name = "daskgmm-pass-" + tokenize(source.data, source.weights, block_fn, args, pass_position)
