@@ -1,9 +1,25 @@
 """Shared fixtures: a real in-process LocalCluster and reproducible mixture data."""
 
+import dask
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_blas_thread():
+    """Small matrices: BLAS threads only contend with the Dask threads on a small machine."""
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+@pytest.fixture
+def threads():
+    """Run Dask work on the threaded scheduler, even while the module's cluster is up."""
+    with dask.config.set(scheduler="threads"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -12,7 +28,7 @@ def client():
     from distributed import Client, LocalCluster
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                      dashboard_address=None) as cluster, Client(cluster) as dask_client:
+                      dashboard_address=":0") as cluster, Client(cluster) as dask_client:
         yield dask_client
 
 

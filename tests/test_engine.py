@@ -18,7 +18,6 @@ from dask.callbacks import Callback
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
-from threadpoolctl import threadpool_limits
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from daskgmm import ComponentReseedWarning, GaussianMixture
@@ -32,24 +31,10 @@ FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precision
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread():
-    """Small matrices: BLAS threads only contend with the Dask threads on a small machine."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 @pytest.fixture(scope="module")
 def X():
     """Overlapping components, so that EM still moves the parameters after many iterations."""
     return make_blobs(scale=2.0)
-
-
-@pytest.fixture
-def threads():
-    """Run Dask work on the threaded scheduler, even while the module's cluster is up."""
-    with dask.config.set(scheduler="threads"):
-        yield
 
 
 def as_input(array, kind, chunk_rows=450):

@@ -14,7 +14,6 @@ import pytest
 from distributed import get_task_stream
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
-from threadpoolctl import threadpool_limits
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from daskgmm import GaussianMixture
@@ -26,13 +25,6 @@ N_COMPONENTS = 3
 CHUNK_ROWS = 450
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 INPUT_KINDS = ("numpy", "dask", "dask-cluster")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_blas_thread():
-    """Small matrices: BLAS threads only contend with the Dask threads on a small machine."""
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +43,6 @@ def input_kind(request):
     else:
         with dask.config.set(scheduler="threads"):
             yield request.param
-
-
-@pytest.fixture
-def threads():
-    """Run Dask work on the threaded scheduler, even while the module's cluster is up."""
-    with dask.config.set(scheduler="threads"):
-        yield
 
 
 def as_input(array, kind, chunk_rows=CHUNK_ROWS):

@@ -61,13 +61,6 @@ def assert_same_model(ours, reference):
     assert ours.converged_ == reference.converged_
 
 
-@pytest.fixture
-def threads():
-    """Run Dask work on the threaded scheduler, where dask callbacks can count the passes."""
-    with dask.config.set(scheduler="threads"):
-        yield
-
-
 class PassCounter(Callback):
     """Counts the Dask computations (passes over the data) run inside the ``with`` block."""
 
