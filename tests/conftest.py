@@ -44,3 +44,16 @@ def make_blobs(n_samples=2003, n_features=3, n_components=3, seed=0, scale=6.0):
         for size, centre in zip(sizes, centres)
     ]
     return np.concatenate(parts)
+
+
+def initial_parameters(X, covariance_type, n_components=3):
+    """Parameters after a short scikit-learn fit: a fixed common starting point for EM."""
+    from sklearn.mixture import GaussianMixture
+
+    start = GaussianMixture(n_components, covariance_type=covariance_type, max_iter=3,
+                            random_state=0).fit(X)
+    return {
+        "weights_init": start.weights_,
+        "means_init": start.means_,
+        "precisions_init": start.precisions_,
+    }

@@ -19,7 +19,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, initial_parameters, make_blobs
 from daskgmm import ComponentReseedWarning, GaussianMixture
 from daskgmm.engine import dask_row_data, map_reduce, numpy_row_data, tree_reduce
 from daskgmm.kernels import em_block, make_log_density
@@ -49,18 +49,6 @@ def blob_labels(n_samples=2003, n_components=3):
     sizes = np.full(n_components, n_samples // n_components)
     sizes[: n_samples % n_components] += 1
     return np.repeat(np.arange(n_components), sizes)
-
-
-def initial_parameters(X, covariance_type):
-    """Parameters after a short scikit-learn fit, to start EM from a fixed point."""
-    start = SklearnGaussianMixture(
-        N_COMPONENTS, covariance_type=covariance_type, max_iter=3, random_state=0
-    ).fit(X)
-    return {
-        "weights_init": start.weights_,
-        "means_init": start.means_,
-        "precisions_init": start.precisions_,
-    }
 
 
 def assert_models_close(model, expected, rtol):

@@ -15,7 +15,7 @@ from distributed import get_task_stream
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, initial_parameters, make_blobs
 from daskgmm import GaussianMixture
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -50,18 +50,6 @@ def as_input(array, kind, chunk_rows=CHUNK_ROWS):
     if kind == "numpy":
         return array
     return da.from_array(array, chunks=(chunk_rows,) + (-1,) * (array.ndim - 1))
-
-
-def initial_parameters(X, covariance_type):
-    """Parameters after a short scikit-learn fit: the common starting point of both models."""
-    start = SklearnGaussianMixture(
-        N_COMPONENTS, covariance_type=covariance_type, max_iter=3, random_state=0
-    ).fit(X)
-    return {
-        "weights_init": start.weights_,
-        "means_init": start.means_,
-        "precisions_init": start.precisions_,
-    }
 
 
 def fit_both(ours_X, reference_X, covariance_type, max_iter, init, sample_weight=None):
