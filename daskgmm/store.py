@@ -138,3 +138,240 @@ def load_model(path, cls):
         raise FileNotFoundError(f"No saved model at {path!r}.")
     return read_model_group(zarr.open_group(path, mode="r"), cls)
 
+
+# ------------------------------------------------------------------ job inputs and outputs
+# Used by the pipelines of `python -m daskgmm.run`; they never open Zarr (or image files) directly.
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Pillow modes whose pixels are not 8-bit, and the NumPy dtype each decodes to.
+_PILLOW_DTYPES = {"I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I": np.int32,
+                  "F": np.float32}
+_CONVERTED_MODES = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def is_zarr_store(path):
+    """Whether ``path`` is a URL (assumed Zarr) or a local folder holding Zarr metadata."""
+    if _is_url(path):
+        return True
+    path = Path(path)
+    return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("Reading and writing PNG/JPEG/TIFF needs Pillow: pip install pillow") \
+            from None
+    return Image
+
+
+def _decoded_mode(image):
+    """The mode an image's pixels are read in: palette, 1-bit and colour-space modes convert."""
+    if image.mode == "P":
+        return "RGBA" if "transparency" in image.info else "RGB"
+    return _CONVERTED_MODES.get(image.mode, image.mode)
+
+
+def image_file_info(path):
+    """Return the ``(height, width, channels)`` shape and dtype of an image file, from its header.
+
+    Raises
+    ------
+    ValueError
+        If Pillow cannot read the file as an image.
+    """
+    Image = _pillow()
+    try:
+        with Image.open(path) as image:
+            mode, (width, height) = _decoded_mode(image), image.size
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable image ({error}).") from None
+    dtype = np.dtype(_PILLOW_DTYPES.get(mode, np.uint8))
+    return (height, width, Image.getmodebands(mode)), dtype
+
+
+def read_image_file(path):
+    """Decode an image file to an array of shape ``(height, width, channels)``."""
+    Image = _pillow()
+    with Image.open(path) as image:
+        mode = _decoded_mode(image)
+        pixels = np.asarray(image if mode == image.mode else image.convert(mode))
+    if pixels.dtype.byteorder == ">":
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def open_image_files(files, shape, dtype):
+    """Stack same-sized image files lazily as ``(n, height, width, channels)``, one per chunk."""
+    import dask
+
+    images = [da.from_delayed(dask.delayed(read_image_file)(str(f)), shape=shape, dtype=dtype)
+              for f in files]
+    return da.stack(images)
+
+
+def write_png(path, pixels):
+    """Write an ``(height, width, 3)`` or ``(height, width)`` uint8 array as a PNG file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _pillow().fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")
+
+
+def write_array(path, data, attrs=None, overwrite=False, compute=None):
+    """Write a NumPy or Dask array as a Zarr array store at ``path``, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+    data : ndarray or dask.array.Array
+        Written with its chunks (Dask) or as one chunk (NumPy).
+    attrs : dict, optional
+        Attributes recorded with the array.
+    overwrite : bool, default=False
+    compute : callable, optional
+        Runs the lazy write (e.g. with a progress bar); ``dask.compute`` when None.
+    """
+    import dask
+
+    data = data if isinstance(data, da.Array) else da.from_array(data, chunks=data.shape)
+    data = data.rechunk(data.chunksize)
+    with atomic_directory(path, overwrite=overwrite) as staging:
+        target = zarr.create_array(str(staging), shape=data.shape, chunks=data.chunksize,
+                                   dtype=data.dtype)
+        target.attrs.update(attrs or {})
+        (compute or dask.compute)(da.store(data, target, lock=False, compute=False))
+
+
+def read_attrs(path):
+    """Return the attributes of the Zarr array or group at ``path`` (empty if there is none)."""
+    if not _is_url(path) and not Path(path).exists():
+        return {}
+    return dict(zarr.open(str(path), mode="r").attrs)
+
+
+def create_group(path):
+    """Create an empty Zarr group at ``path`` (a folder inside a job's staging directory)."""
+    return zarr.open_group(str(path), mode="w")
+
+
+def set_attrs(group, attrs):
+    """Add ``attrs`` to an open Zarr group's attributes."""
+    group.attrs.update(attrs)
+
+
+def store_arrays(group, arrays, fill_values=None):
+    """Create one array per entry of ``arrays`` in ``group`` and return the lazy write of all.
+
+    Parameters
+    ----------
+    group : zarr.Group
+    arrays : dict of str to dask.array.Array
+        Each is stored with its chunk size (irregular chunks are made regular first).
+    fill_values : dict of str to scalar, optional
+        The fill value recorded for an array (e.g. the label given to no-data pixels).
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Computing it writes every array; one computation shares the work the arrays have in
+        common (the input is read once).
+    """
+    fill_values = fill_values or {}
+    sources, targets = [], []
+    for name, data in arrays.items():
+        data = data.rechunk(data.chunksize)
+        targets.append(group.create_array(name, shape=data.shape, chunks=data.chunksize,
+                                          dtype=data.dtype, fill_value=fill_values.get(name)))
+        sources.append(data)
+    return da.store(sources, targets, lock=False, compute=False)
+
+
+def write_model(path, model, attrs=None):
+    """Write a fitted model to a new Zarr group at ``path`` with extra ``attrs`` (not atomic).
+
+    Used inside a job's staging directory, which is itself committed atomically; the group reads
+    back with :func:`load_model` (or ``GaussianMixture.load``).
+    """
+    group = zarr.open_group(str(path), mode="w")
+    write_model_group(group, model)
+    group.attrs.update(attrs or {})
+
+
+def read_model_attrs(path):
+    """Return the attributes stored with a saved model (those of :func:`write_model` included)."""
+    return read_attrs(path)
+
+
+def write_checkpoint(path, models, state):
+    """Atomically replace the checkpoint at ``path``: named models and a JSON ``state`` dict."""
+    with atomic_directory(path, overwrite=True) as staging:
+        group = zarr.open_group(str(staging), mode="w")
+        group.attrs["state"] = state
+        for name, model in models.items():
+            write_model_group(group.create_group(name), model)
+
+
+def read_checkpoint(path, cls):
+    """Return ``(models, state)`` from a checkpoint written by :func:`write_checkpoint`, or None."""
+    if not Path(path).exists():
+        return None
+    group = zarr.open_group(str(path), mode="r")
+    models = {name: read_model_group(member, cls) for name, member in group.groups()}
+    return models, dict(group.attrs["state"])
+
+
+def remove_directory(path):
+    """Delete a folder (a checkpoint or an output) if it exists."""
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_stale_staging(path):
+    """Delete staging folders that a killed job left beside ``path`` (see atomic_directory).
+
+    A retired copy (``.replaced-``) is kept while ``path`` is missing: a job killed between
+    atomic_directory's two renames leaves the previous output only there.
+    """
+    path = Path(path)
+    if not path.parent.exists():
+        return
+    for sibling in path.parent.glob(f".{path.name}.*"):
+        if ".incomplete-" in sibling.name or (".replaced-" in sibling.name and path.exists()):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
+def open_table(paths, file_format, columns=None):
+    """Open CSV or Parquet files lazily as a ``dask.dataframe`` of numeric columns.
+
+    Raises
+    ------
+    ImportError
+        If ``dask[dataframe]`` (the ``tabular`` extra) is not installed.
+    ValueError
+        If a named column is missing or not numeric.
+    """
+    try:
+        import dask.dataframe as dd
+    except ImportError:
+        raise ImportError("Reading CSV or Parquet needs dask.dataframe: "
+                          "pip install 'daskgmm[tabular]'") from None
+    reader = dd.read_csv if file_format == "csv" else dd.read_parquet
+    frame = reader(paths)
+    names = list(frame.columns)
+    chosen = names if columns is None else list(columns)
+    missing = [name for name in chosen if name not in names]
+    if missing:
+        raise ValueError(f"no column(s) {', '.join(map(repr, missing))}; the files have "
+                         f"{', '.join(map(repr, names))}")
+    numeric = [name for name in chosen if frame[name].dtype.kind in "biuf"]
+    if columns is not None and len(numeric) < len(chosen):
+        bad = [name for name in chosen if name not in numeric]
+        raise ValueError(f"column(s) {', '.join(map(repr, bad))} are not numeric")
+    if not numeric:
+        raise ValueError("the files have no numeric column")
+    return frame[numeric]
+
+
+def table_rows(frame):
+    """Return a dataframe's values as a 2-D Dask array with known row chunks (one pass)."""
+    return frame.to_dask_array(lengths=True)

@@ -1,0 +1,192 @@
+"""``python -m daskgmm.run CONFIG.yaml``: check a job, open its cluster, run its pipeline, report.
+
+Exit status: 0 done; 2 a mistake in the configuration (found before any work starts: the message
+names the file and the dotted key); 1 the job failed while running (a one-paragraph message,
+the traceback with ``--verbose``); 130 interrupted. A failed or interrupted job leaves no output
+that looks complete and does not touch an existing one.
+"""
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+
+from .cluster import check_cluster, dashboard_link, describe_cluster, open_client
+from .config import ConfigError, load_config
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+logger = logging.getLogger("daskgmm.run")
+
+
+def build_parser():
+    """The command line of ``python -m daskgmm.run``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m daskgmm.run",
+        description="Run a daskgmm job (segment, select, anomaly, fit, predict) from a YAML file.")
+    parser.add_argument("config", help="the job's YAML file, e.g. configs/segment.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override a setting, e.g. --set model.n_components=5 (YAML value)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the fit from the checkpoint a failed run left")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check the job and print what it would do, then stop")
+    parser.add_argument("--verbose", action="store_true",
+                        help="debug logging, and the traceback of a failure")
+    return parser
+
+
+@contextmanager
+def logging_to_stderr(verbose=False):
+    """Send daskgmm's log (per-iteration progress included) and warnings to stderr.
+
+    The loggers are put back as they were on exit, so ``main`` can be called in-process.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    fmt = "%(asctime)s %(message)s"
+    if verbose:
+        fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
+    loggers = [logging.getLogger(name) for name in ("daskgmm", "py.warnings")]
+    saved = [(log.level, log.propagate) for log in loggers]
+    logging.captureWarnings(True)
+    for log in loggers:
+        log.addHandler(handler)
+        log.setLevel(logging.DEBUG if verbose else logging.INFO)
+        log.propagate = False
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for log, (level, propagate) in zip(loggers, saved):
+            log.removeHandler(handler)
+            log.setLevel(level)
+            log.propagate = propagate
+
+
+def pipeline_module(name):
+    """The module ``daskgmm.pipelines.<name>`` (``prepare`` and ``run`` for a pipeline)."""
+    _find_checkout_pipelines()
+    return importlib.import_module(f"daskgmm.pipelines.{name}")
+
+
+def _find_checkout_pipelines():
+    """Make ``daskgmm.pipelines`` importable when daskgmm is imported from a source checkout.
+
+    An install maps the top-level ``pipelines/`` folder to ``daskgmm.pipelines`` (pyproject's
+    ``package-dir``). But ``python -m`` run from the repository root puts the checkout first on
+    ``sys.path``, so ``daskgmm`` is then the checkout's folder, which has no ``pipelines`` inside;
+    the checkout's own ``pipelines/`` is loaded under that name instead.
+    """
+    if importlib.util.find_spec("daskgmm.pipelines") is not None:
+        return
+    folder = Path(__file__).resolve().parent.parent / "pipelines"
+    spec = importlib.util.spec_from_file_location(
+        "daskgmm.pipelines", folder / "__init__.py", submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["daskgmm.pipelines"] = package
+    spec.loader.exec_module(package)
+
+
+def prepare(args):
+    """Load and check the job; return ``(config, pipeline module, prepared job)``.
+
+    Raises
+    ------
+    ConfigError
+        For any mistake, attributed to the job file.
+    """
+    config = load_config(args.config, args.overrides)
+    try:
+        check_cluster(config.cluster)
+        pipeline = pipeline_module(config.pipeline)
+        prepared = pipeline.prepare(config, resume=args.resume)
+    except ConfigError as error:
+        raise error.in_file(args.config) from None
+    return config, pipeline, prepared
+
+
+def format_plan(prepared, cluster_line, config_file):
+    """The plan printed by ``--dry-run``."""
+    plan = prepared.plan
+    lines = [f"job: {plan.pipeline} ({config_file})", "inputs:"]
+    lines += [f"  {line}" for line in plan.inputs]
+    lines += ["steps:"] + [f"  {line}" for line in plan.steps]
+    output = prepared.config.output
+    replace = " (replaced when done)" if Path(output.path).exists() else ""
+    lines += [f"output: {output.path}{replace}"] + [f"  {line}" for line in plan.outputs]
+    lines += [f"cluster: {cluster_line}"]
+    return "\n".join(lines)
+
+
+def format_summary(summary, seconds):
+    """The report printed when a job is done."""
+    lines = [f"done in {seconds:.1f}s"]
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            value = f"{len(value)} rows"
+        lines.append(f"  {key}: {value}")
+    return "\n".join(lines)
+
+
+def failure_message(error, config, config_file):
+    """One paragraph on a failed job: what failed, what was (not) written, what to do."""
+    output = config.output.path
+    message = (f"daskgmm.run: the {config.pipeline} job ({config_file}) failed: "
+               f"{type(error).__name__}: {str(error).rstrip('.')}. Nothing was written to {output}"
+               f"{' (the existing output there is unchanged)' if Path(output).exists() else ''}.")
+    if Path(config.checkpoint_path).exists():
+        message += (f" The fit so far is saved in {config.checkpoint_path}; rerun with --resume "
+                    "to continue from it.")
+    return message + " Rerun with --verbose for the traceback."
+
+
+def execute(config, pipeline, prepared):
+    """Open the cluster and run the pipeline; return its summary."""
+    with open_client(config.cluster) as client:
+        print(f"dashboard: {dashboard_link(client)}", flush=True)
+        return pipeline.run(prepared)
+
+
+def main(argv=None):
+    """Run a job from the command line; return the exit status."""
+    args = build_parser().parse_args(argv)
+    with logging_to_stderr(args.verbose):
+        return _run(args)
+
+
+def _run(args):
+    try:
+        config, pipeline, prepared = prepare(args)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.dry_run:
+        print(format_plan(prepared, describe_cluster(config.cluster), args.config))
+        return EXIT_OK
+    print(f"daskgmm {config.pipeline} job: {args.config} -> {config.output.path}", flush=True)
+    started = time.perf_counter()
+    try:
+        summary = execute(config, pipeline, prepared)
+    except KeyboardInterrupt:
+        print("interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(failure_message(error, config, args.config), file=sys.stderr)
+        return EXIT_FAILED
+    print(format_summary(summary, time.perf_counter() - started))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""anomaly: flag rows whose log-likelihood under a mixture falls below a threshold.
+
+The model is fitted on ``input`` (or loaded from ``model.load``). The threshold is
+``anomaly.threshold``, a log-likelihood, or the ``anomaly.quantile`` of the scores of the rows
+the model was fitted on (``training.sample`` of ``input``, in memory for the quantile). The rows
+scored are ``anomaly.data`` (a table like ``input``), or ``input`` itself.
+
+Output folder: ``result.zarr`` with ``scores`` ``(rows,)`` float64 (log-likelihoods) and
+``flags`` ``(rows,)`` bool (True = anomaly); ``model.zarr``.
+"""
+
+import logging
+
+import numpy as np
+
+from daskgmm.config import ConfigError
+
+from .common import (
+    Plan,
+    compute,
+    describe_fit,
+    fit_or_load,
+    job_output,
+    model_summary,
+    prepare_job,
+    resolve_table,
+    training_rows,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _sources(config):
+    train = resolve_table(config.input, "input")
+    if config.anomaly.data is None:
+        return {"input": train}
+    scored = resolve_table(config.anomaly.data, "anomaly.data")
+    if scored.shape[1] != train.shape[1]:
+        raise ConfigError(f"has {scored.shape[1]} features, input has {train.shape[1]}",
+                          "anomaly.data.path")
+    return {"input": train, "anomaly.data": scored}
+
+
+def prepare(config, resume=False):
+    """Check an anomaly job and plan it (no work is done).
+
+    Returns
+    -------
+    Prepared
+    """
+    sources = _sources(config)
+    prepared = prepare_job(config, sources, sources["input"].shape[1], resume)
+    settings = config.anomaly
+    rule = (f"log-likelihood below {settings.threshold}" if settings.threshold is not None else
+            f"log-likelihood below the {settings.quantile} quantile of the training scores")
+    scored = "anomaly.data" if "anomaly.data" in sources else "input"
+    steps = describe_fit(prepared) + [f"score every row of {scored}; flag {rule}"]
+    outputs = ["result.zarr/scores (rows,) float64", "result.zarr/flags (rows,) bool",
+               "model.zarr"]
+    prepared.plan = Plan("anomaly", [s.describe() for s in sources.values()], steps, outputs)
+    return prepared
+
+
+def _threshold(prepared, fitted, train_rows):
+    """The log-likelihood under which a row is flagged."""
+    settings = prepared.config.anomaly
+    if settings.threshold is not None:
+        return settings.threshold
+    fit_rows = fitted.rows
+    if fit_rows is None:
+        fit_rows = training_rows(prepared.config, train_rows)
+    (scores,) = compute(fitted.model.score_samples(fitted.features(fit_rows)),
+                        label="scored the training rows")
+    return float(np.quantile(scores, settings.quantile))
+
+
+def run(prepared):
+    """Fit (or load) the model, score the rows, flag those under the threshold, write them.
+
+    Returns
+    -------
+    dict
+        The summary recorded in the output and reported by the runner.
+    """
+    config = prepared.config
+    train_rows = prepared.sources["input"].open()
+    fitted = fit_or_load(prepared, train_rows)
+    threshold = _threshold(prepared, fitted, train_rows)
+    scored = prepared.sources.get("anomaly.data")
+    rows = train_rows if scored is None else scored.open()
+    scores = fitted.model.score_samples(fitted.features(rows)).astype(np.float64)
+    flags = scores < threshold
+    with job_output(prepared) as output:
+        (n_flagged,) = output.write_arrays({"scores": scores, "flags": flags}, also=[flags.sum()])
+        output.write_model(fitted)
+        output.summary.update({
+            "output": config.output.path,
+            "threshold": threshold,
+            "rows": int(rows.shape[0]),
+            "flagged": int(n_flagged),
+            "model": model_summary(fitted.model),
+        })
+    logger.info("flagged %d of %d rows (log-likelihood < %.6g)", n_flagged, rows.shape[0],
+                threshold)
+    return output.summary

@@ -1,0 +1,62 @@
+"""fit: fit a mixture to a table of rows (or apply ``model.load``) and label every row.
+
+Input: a 2-D Zarr array ``(rows, features)``, or chosen numeric columns (``input.columns``) of
+CSV or Parquet files, read with ``dask.dataframe`` (the ``tabular`` extra).
+
+Output folder: ``result.zarr`` with ``labels`` ``(rows,)`` (smallest unsigned dtype) and, when
+asked, ``probabilities`` ``(rows, K)`` and ``log_likelihood`` ``(rows,)`` in float32;
+``model.zarr``, loadable with ``GaussianMixture.load``.
+"""
+
+from .common import (
+    Plan,
+    component_counts,
+    describe_fit,
+    describe_predictions,
+    fit_or_load,
+    job_output,
+    model_summary,
+    prediction_arrays,
+    prepare_job,
+    resolve_table,
+)
+
+
+def prepare(config, resume=False):
+    """Check a fit (or predict) job and plan it (no work is done).
+
+    Returns
+    -------
+    Prepared
+    """
+    source = resolve_table(config.input, "input")
+    prepared = prepare_job(config, {"input": source}, source.shape[1], resume)
+    steps = describe_fit(prepared) + ["predict every row"]
+    outputs = describe_predictions(config.output, ("rows",), prepared.n_components)
+    prepared.plan = Plan(config.pipeline, [source.describe()], steps, outputs)
+    return prepared
+
+
+def run(prepared):
+    """Fit (or load) the model, label every row and write the output folder.
+
+    Returns
+    -------
+    dict
+        The summary recorded in the output and reported by the runner.
+    """
+    config = prepared.config
+    rows = prepared.sources["input"].open()
+    fitted = fit_or_load(prepared, rows)
+    arrays, fills = prediction_arrays(fitted, rows, config.output)
+    counts = component_counts(arrays["labels"], fitted.model.n_components)
+    with job_output(prepared) as output:
+        (row_counts,) = output.write_arrays(arrays, fills, also=[counts])
+        output.write_model(fitted)
+        output.summary.update({
+            "output": config.output.path,
+            "rows": int(rows.shape[0]),
+            "rows_per_component": [int(c) for c in row_counts],
+            "model": model_summary(fitted.model),
+        })
+    return output.summary

@@ -1,0 +1,134 @@
+"""select: fit a grid of ``n_components`` x ``covariance_type`` and choose by BIC or AIC.
+
+Each grid cell is one :func:`daskgmm.select_model` call on the same (persisted) training rows;
+the table and the best model so far are checkpointed after every cell, so ``--resume`` skips the
+cells already fitted.
+
+Output folder: ``scores.csv`` and ``scores.json`` (one row per model: n_components,
+covariance_type, bic, aic, lower_bound, converged, n_iter), ``criterion.png`` (the criterion
+against K, one line per covariance type, the best ringed), ``model.zarr`` (the best model) and
+``result.zarr`` whose attributes record the job, the table and the choice.
+"""
+
+import csv
+import io
+import json
+import logging
+
+from daskgmm import select_model
+from daskgmm.config import SelectConfig
+
+from .common import (
+    Fitted,
+    Plan,
+    describe_checkpoint,
+    job_output,
+    prepare_job,
+    resolve_table,
+    training_features,
+)
+from .render import line_plot
+from .training import estimator
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = ("n_components", "covariance_type", "bic", "aic", "lower_bound", "converged", "n_iter")
+
+
+def prepare(config, resume=False):
+    """Check a select job and plan it (no work is done).
+
+    Returns
+    -------
+    Prepared
+    """
+    source = resolve_table(config.input, "input")
+    grid = config.select or SelectConfig()
+    prepared = prepare_job(config, {"input": source}, source.shape[1], resume, (grid,))
+    prepared.extra["grid"] = grid
+    sample = config.training.sample
+    rows = "all rows" if sample is None else f"about {sample} random rows"
+    steps = [f"fit n_components in {grid.n_components} x covariance_type in "
+             f"{grid.covariance_types} on {rows}, choose the lowest {grid.criterion.upper()}",
+             describe_checkpoint(prepared, "after every model")]
+    outputs = ["scores.csv", "scores.json", "criterion.png", "model.zarr (the best model)",
+               "result.zarr (attributes only)"]
+    prepared.plan = Plan("select", [source.describe()], steps, outputs)
+    return prepared
+
+
+def _grid_params(model_config):
+    """The model section's GaussianMixture parameters other than those the grid varies."""
+    params = estimator(model_config).get_params()
+    for name in ("n_components", "covariance_type", "warm_start", "verbose", "verbose_interval",
+                 "weights_init", "means_init", "precisions_init", "block_rows", "persist"):
+        params.pop(name)
+    return params
+
+
+def _fit_grid(prepared, X):
+    """Fit every grid cell not in the checkpoint; return the table and the best model."""
+    grid, config = prepared.extra["grid"], prepared.config
+    models, state = prepared.resumed or ({}, {"rows": []})
+    table, best = list(state["rows"]), models.get("best")
+    cells = [(k, c) for c in grid.covariance_types for k in grid.n_components]
+    for k, covariance_type in cells[len(table):]:
+        logger.info("fitting n_components=%d covariance_type=%s", k, covariance_type)
+        result = select_model(X, n_components=[k], covariance_types=[covariance_type],
+                              criterion=grid.criterion, **_grid_params(config.model))
+        row = result.table[0]
+        if best is None or row[grid.criterion] < min(r[grid.criterion] for r in table):
+            best = result.best_model
+        table.append(row)
+        prepared.checkpoint.save({"best": best}, {"rows": table})
+    return table, best
+
+
+def table_csv(table):
+    """The score table as CSV text."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    return text.getvalue()
+
+
+def criterion_plot(table, criterion, best_row):
+    """An RGB plot of the criterion against n_components, one line per covariance type."""
+    series = {}
+    for row in table:
+        xs, ys = series.setdefault(row["covariance_type"], ([], []))
+        xs.append(row["n_components"])
+        ys.append(row[criterion])
+    return line_plot(series, "n_components", criterion.upper(),
+                     f"{criterion.upper()} by number of components (lower is better)",
+                     highlight=(best_row["n_components"], best_row[criterion]))
+
+
+def run(prepared):
+    """Fit the grid, write the table, the plot and the best model.
+
+    Returns
+    -------
+    dict
+        The summary recorded in the output and reported by the runner.
+    """
+    config, criterion = prepared.config, prepared.extra["grid"].criterion
+    rows = prepared.sources["input"].open()
+    _, scaler, X = training_features(config, rows)
+    table, best = _fit_grid(prepared, X.persist())
+    best_row = min(table, key=lambda row: row[criterion])
+    with job_output(prepared) as output:
+        output.write_text("scores.csv", table_csv(table))
+        output.write_text("scores.json", json.dumps(table, indent=2) + "\n")
+        output.write_png("criterion.png", criterion_plot(table, criterion, best_row))
+        output.write_model(Fitted(best, scaler))
+        output.summary.update({
+            "output": config.output.path,
+            "criterion": criterion,
+            "best": {"n_components": best_row["n_components"],
+                     "covariance_type": best_row["covariance_type"],
+                     criterion: best_row[criterion]},
+            "table": table,
+        })
+    return output.summary

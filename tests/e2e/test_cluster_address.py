@@ -1,0 +1,86 @@
+"""A job runs unchanged on a separately started cluster (`cluster.address`).
+
+Real ``dask scheduler`` and ``dask worker`` processes are started on 127.0.0.1 at a free port; the
+shipped segment config runs against them with only ``--set cluster.address=...`` added.
+"""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+
+from daskgmm import GaussianMixture
+from daskgmm.store import write_array
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def dask_process(*args):
+    return subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def scheduler_address():
+    """A scheduler and one worker process; yields the scheduler's address, then stops both."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    scheduler = dask_process("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
+                             "--no-dashboard")
+    worker = dask_process("worker", address, "--nthreads", "2", "--nworkers", "1",
+                          "--no-dashboard", "--memory-limit", "0")
+    try:
+        with Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        with Client(address, timeout=30, set_as_default=False) as client:
+            client.shutdown()  # closes the scheduler and its workers cleanly
+        for process in (worker, scheduler):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def transitions(address):
+    from distributed import Client
+
+    with Client(address, timeout=30, set_as_default=False) as client:
+        return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+
+
+def test_segment_job_runs_on_a_running_scheduler(tmp_path, scheduler_address):
+    rng = np.random.default_rng(0)
+    colours = np.array([[220, 40, 40], [40, 220, 40], [40, 40, 220]])
+    regions = (np.arange(64)[:, None] // 22 + np.zeros(64, dtype=int))
+    images = colours[regions][None] + rng.normal(scale=6, size=(2, 64, 64, 3))
+    images = np.clip(images, 0, 255).astype(np.uint8)
+    write_array(tmp_path / "images.zarr", images)
+    done = subprocess.run(
+        [sys.executable, "-m", "daskgmm.run", str(REPO / "configs" / "segment.yaml"),
+         "--set", f"cluster.address={scheduler_address}",
+         "--set", f"input.path={tmp_path / 'images.zarr'}", "--set", "input.generate=null",
+         "--set", "model.n_components=3", "--set", f"output.path={tmp_path / 'out'}"],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert "dashboard: " in done.stdout and "iteration 1 lower bound" in done.stderr
+    assert transitions(scheduler_address) > 0  # the work ran there
+    labels = zarr.open_group(str(tmp_path / "out" / "result.zarr"), mode="r")["labels"][...]
+    assert labels.shape == (2, 64, 64)
+    model = GaussianMixture.load(tmp_path / "out" / "model.zarr")
+    assert_array_equal(labels.reshape(-1), model.predict(images.reshape(-1, 3)))
+    assert len(np.unique(labels)) == 3
