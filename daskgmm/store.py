@@ -1,7 +1,10 @@
 """Zarr in and out: opening input arrays, saving and loading fitted models, atomic writes."""
 
+import ctypes
+import errno as _errno
 import os
 import shutil
+import socket
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,9 +54,55 @@ def _member(group, name, path):
     return group[name]
 
 
+_RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
+
+
+def _exchange_directories(first, second):
+    """Swap two existing directories in one atomic step; return False where that is unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd = -100
+    result = renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (_errno.EINVAL, _errno.ENOSYS, _errno.ENOTSUP):
+        return False
+    raise OSError(errno, os.strerror(errno), str(first))
+
+
+def _staging_name(path, kind):
+    """A hidden sibling of ``path`` that names its owner (host and process) and its kind."""
+    owner = f"{socket.gethostname()}-{os.getpid()}"
+    return path.with_name(f".{path.name}.{kind}-{owner}-{uuid.uuid4().hex[:8]}")
+
+
+def _owner_is_gone(sibling, kind):
+    """Whether the process that made a staging sibling has died (known only on its own host)."""
+    owner = sibling.name.split(f".{kind}-", 1)[1].rsplit("-", 1)[0]
+    host, _, pid = owner.rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @contextmanager
 def atomic_directory(path, overwrite=False):
     """Yield a temporary sibling directory that replaces ``path`` only if the block succeeds.
+
+    Readers see the old directory or the new one, never neither: on Linux the two are
+    exchanged in one step; elsewhere the old one is moved aside first, and a job killed between
+    the two renames leaves it as a ``.replaced-`` sibling that :func:`remove_stale_staging`
+    keeps.
 
     Raises
     ------
@@ -64,19 +113,21 @@ def atomic_directory(path, overwrite=False):
     if path.exists() and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.incomplete-{uuid.uuid4().hex[:8]}")
+    staging = _staging_name(path, "incomplete")
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if path.exists():
-        retired = path.with_name(f".{path.name}.replaced-{uuid.uuid4().hex[:8]}")
+    if not path.exists():
+        os.replace(staging, path)
+    elif _exchange_directories(staging, path):
+        shutil.rmtree(staging, ignore_errors=True)
+    else:
+        retired = _staging_name(path, "replaced")
         os.replace(path, retired)
         os.replace(staging, path)
         shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.replace(staging, path)
 
 
 def _json_value(value):
@@ -327,16 +378,19 @@ def remove_directory(path):
 
 
 def remove_stale_staging(path):
-    """Delete staging folders that a killed job left beside ``path`` (see atomic_directory).
+    """Delete staging folders that killed jobs left beside ``path`` (see atomic_directory).
 
-    A retired copy (``.replaced-``) is kept while ``path`` is missing: a job killed between
-    atomic_directory's two renames leaves the previous output only there.
+    Only folders whose owning process is known to be gone are deleted: a job writing the same
+    output at the same time keeps its staging folder. A retired copy (``.replaced-``) is kept
+    while ``path`` is missing, since it then holds the only previous output.
     """
     path = Path(path)
     if not path.parent.exists():
         return
     for sibling in path.parent.glob(f".{path.name}.*"):
-        if ".incomplete-" in sibling.name or (".replaced-" in sibling.name and path.exists()):
+        abandoned = ".incomplete-" in sibling.name and _owner_is_gone(sibling, "incomplete")
+        retired = ".replaced-" in sibling.name and path.exists()
+        if abandoned or retired:
             shutil.rmtree(sibling, ignore_errors=True)
 
 

@@ -21,7 +21,6 @@ from .common import (
     describe_fit,
     fit_or_load,
     job_output,
-    model_summary,
     prepare_job,
     resolve_table,
     training_rows,
@@ -82,7 +81,6 @@ def run(prepared):
     dict
         The summary recorded in the output and reported by the runner.
     """
-    config = prepared.config
     train_rows = prepared.sources["input"].open()
     fitted = fit_or_load(prepared, train_rows)
     threshold = _threshold(prepared, fitted, train_rows)
@@ -94,11 +92,9 @@ def run(prepared):
         (n_flagged,) = output.write_arrays({"scores": scores, "flags": flags}, also=[flags.sum()])
         output.write_model(fitted)
         output.summary.update({
-            "output": config.output.path,
             "threshold": threshold,
             "rows": int(rows.shape[0]),
             "flagged": int(n_flagged),
-            "model": model_summary(fitted.model),
         })
     logger.info("flagged %d of %d rows (log-likelihood < %.6g)", n_flagged, rows.shape[0],
                 threshold)

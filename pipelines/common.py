@@ -498,7 +498,7 @@ class JobOutput:
         self.root = Path(staging)
         self.root.mkdir(parents=True)
         self.result = store.create_group(self.root / RESULT)
-        self.summary = {}
+        self.summary = {"output": prepared.config.output.path}
 
     def write_arrays(self, arrays, fill_values=None, also=()):
         """Write Dask arrays into ``result.zarr`` in one computation; return ``also`` computed."""
@@ -511,9 +511,10 @@ class JobOutput:
         return store.open_array(self.root / RESULT, name)
 
     def write_model(self, fitted):
-        """Save the model to ``model.zarr``, with the scaling of its features."""
+        """Save the model to ``model.zarr``, with the scaling of its features; summarise it."""
         scaling = None if fitted.scaler is None else fitted.scaler.to_attrs()
         store.write_model(self.root / MODEL, fitted.model, {"preprocessing": scaling})
+        self.summary["model"] = model_summary(fitted.model)
 
     def write_png(self, name, pixels):
         store.write_png(self.root / name, pixels)

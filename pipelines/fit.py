@@ -15,7 +15,6 @@ from .common import (
     describe_predictions,
     fit_or_load,
     job_output,
-    model_summary,
     prediction_arrays,
     prepare_job,
     resolve_table,
@@ -54,9 +53,7 @@ def run(prepared):
         (row_counts,) = output.write_arrays(arrays, fills, also=[counts])
         output.write_model(fitted)
         output.summary.update({
-            "output": config.output.path,
             "rows": int(rows.shape[0]),
             "rows_per_component": [int(c) for c in row_counts],
-            "model": model_summary(fitted.model),
         })
     return output.summary

@@ -31,7 +31,6 @@ from .common import (
     describe_predictions,
     fit_or_load,
     job_output,
-    model_summary,
     prediction_arrays,
     prepare_job,
     resolve_source,
@@ -182,11 +181,9 @@ def run(prepared):
         if config.output.preview:
             _write_previews(output, fitted, images.dtype, config.output.preview_channels)
         output.summary.update({
-            "output": config.output.path,
             "images": [n, height, width, channels],
             "labels": f"{arrays['labels'].shape} {arrays['labels'].dtype}",
             "pixels_per_component": [int(c) for c in pixel_counts],
-            "model": model_summary(fitted.model),
         })
     return output.summary
 

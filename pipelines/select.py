@@ -124,7 +124,6 @@ def run(prepared):
         output.write_png("criterion.png", criterion_plot(table, criterion, best_row))
         output.write_model(Fitted(best, scaler))
         output.summary.update({
-            "output": config.output.path,
             "criterion": criterion,
             "best": {"n_components": best_row["n_components"],
                      "covariance_type": best_row["covariance_type"],

@@ -1,7 +1,11 @@
 """Fitted models survive saving to Zarr, pickling and cloning; bad targets are refused cleanly."""
 
+import os
 import pickle
 import re
+import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,7 +15,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from conftest import COVARIANCE_TYPES, make_blobs
-from daskgmm import GaussianMixture
+from daskgmm import GaussianMixture, store
 
 N_COMPONENTS = 3
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
@@ -205,3 +209,29 @@ def test_get_params_set_params_round_trip():
 def test_set_params_rejects_unknown_names():
     with pytest.raises(ValueError, match="n_component"):
         GaussianMixture().set_params(n_component=3)
+
+
+def _staging_of(path, pid):
+    return path.with_name(f".{path.name}.incomplete-{socket.gethostname()}-{pid}-0123abcd")
+
+
+def test_overwrite_swaps_old_for_new_and_leaves_no_sibling(tmp_path):
+    path = tmp_path / "out"
+    for version in ("old", "new"):
+        with store.atomic_directory(path, overwrite=True) as staging:
+            staging.mkdir()
+            (staging / "version").write_text(version)
+    assert (path / "version").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_stale_staging_of_a_dead_job_is_removed_but_a_running_jobs_is_kept(tmp_path):
+    path = tmp_path / "out"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead, alive = _staging_of(path, int(finished.stdout)), _staging_of(path, os.getpid())
+    dead.mkdir()
+    alive.mkdir()
+    store.remove_stale_staging(path)
+    assert not dead.exists()
+    assert alive.exists()
