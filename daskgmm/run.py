@@ -16,6 +16,8 @@ import traceback
 from contextlib import contextmanager
 from pathlib import Path
 
+import dask
+
 from .cluster import check_cluster, dashboard_link, describe_cluster, open_client
 from .config import ConfigError, load_config
 
@@ -150,8 +152,14 @@ def failure_message(error, config, config_file):
 
 
 def execute(config, pipeline, prepared):
-    """Open the cluster and run the pipeline; return its summary."""
-    with open_client(config.cluster) as client:
+    """Open the cluster and run the pipeline; return its summary.
+
+    Low-level task fusion is off for the job: a job computes the same source keys in graphs of
+    different shapes (the training sample, persisted, then the predictions), and fusion would
+    give a key a different task in each, which the scheduler reports as a hazard.
+    """
+    with dask.config.set({"optimization.fuse.active": False}), \
+            open_client(config.cluster) as client:
         print(f"dashboard: {dashboard_link(client)}", flush=True)
         return pipeline.run(prepared)
 

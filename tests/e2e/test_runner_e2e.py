@@ -60,6 +60,7 @@ def test_segment_config_runs_twice_and_matches_the_estimator(tmp_path):
         done = run("segment.yaml", *args)
         assert done.returncode == 0, done.stderr
     assert "iteration 1 lower bound" in done.stderr and "dashboard:" in done.stdout
+    assert "run_spec" not in done.stderr, done.stderr  # no key computed as two different tasks
     out = tmp_path / "segment"
     group = result(out)
     labels, log_likelihood = group["labels"][...], group["log_likelihood"][...]
