@@ -1,17 +1,33 @@
-"""daskgmm: scikit-learn-exact Gaussian mixture models on out-of-core Dask arrays."""
+"""daskgmm: scikit-learn-exact Gaussian mixture models on out-of-core Dask arrays.
 
-from ._compat import ComponentReseedWarning, ConvergenceWarning, NotFittedError
-from .mixture import GaussianMixture
-from .selection import ModelSelection, select_model
+The public names are imported on first use, so a Dask worker that only runs daskgmm's chunk
+kernels (``daskgmm.kernels``, ``daskgmm.engine``) never imports the estimator, nor
+scikit-learn with it (about 130 MiB of worker memory).
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GaussianMixture",
-    "select_model",
-    "ModelSelection",
-    "ConvergenceWarning",
-    "NotFittedError",
-    "ComponentReseedWarning",
-    "__version__",
-]
+_PUBLIC = {
+    "GaussianMixture": "mixture",
+    "select_model": "selection",
+    "ModelSelection": "selection",
+    "ConvergenceWarning": "_compat",
+    "NotFittedError": "_compat",
+    "ComponentReseedWarning": "_compat",
+}
+
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'daskgmm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

@@ -6,11 +6,11 @@ function here. Randomness in a block comes from a generator seeded by ``(seed, p
 results depend on the seed and the chunking, never on scheduling.
 """
 
+import importlib.util
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._compat import HAVE_SKLEARN
 from .engine import map_reduce, take_rows
 from .kernels import (
     as_float_block,
@@ -312,7 +312,7 @@ def _in_memory_responsibilities(source, n_components, init_params, random_state)
     if init_params == "random_from_data":
         rows = random_state.choice(n_rows, size=n_components, replace=False)
         return ChosenRowResponsibilities(np.asarray(rows, dtype=np.int64))
-    if not HAVE_SKLEARN:
+    if importlib.util.find_spec("sklearn") is None:
         return None
     if init_params == "kmeans":
         labels = _sklearn_kmeans_labels(data, weights, n_components, random_state)

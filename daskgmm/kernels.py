@@ -444,3 +444,18 @@ def responsibility_block(block, row_weights, resp, reference, covariance_type):
     stats = accumulator.stats(reference.astype(np.float64))
     stats.n_nonfinite = count_nonfinite_rows(phi[1 : 1 + block.shape[1]].T)
     return _with_worst_rows(stats, block, np.zeros(len(block)), 0)
+
+
+def score_block(block, density):
+    """Per-row log-likelihood of a block (``score_samples``)."""
+    return log_prob_resp(block, density)[0]
+
+
+def label_block(block, density):
+    """Per-row most probable component of a block (``predict``)."""
+    return log_prob_resp(block, density)[1].argmax(axis=1)
+
+
+def proba_block(block, density):
+    """Per-row responsibilities of a block (``predict_proba``)."""
+    return np.exp(log_prob_resp(block, density)[1])

@@ -18,7 +18,14 @@ from ._compat import (
 )
 from .engine import DEFAULT_SPLIT_EVERY, map_reduce, map_rows
 from .init import initial_stats
-from .kernels import em_block, log_prob_resp, make_log_density, raise_if_nonfinite
+from .kernels import (
+    em_block,
+    label_block,
+    make_log_density,
+    proba_block,
+    raise_if_nonfinite,
+    score_block,
+)
 from .validation import (
     check_estimator_params,
     check_means_init,
@@ -406,7 +413,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             Lazy (same row chunks) for Dask input.
         """
         source = self._inference_source(X)
-        return map_rows(source, _score_block, self._log_density(source))
+        return map_rows(source, score_block, self._log_density(source))
 
     def score(self, X, y=None):
         """Return the mean log-likelihood of the rows of X (computed, also for Dask input)."""
@@ -426,7 +433,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         labels : ndarray or dask.array.Array of shape (n_samples,)
         """
         source = self._inference_source(X)
-        return map_rows(source, _label_block, self._log_density(source), dtype=np.int64)
+        return map_rows(source, label_block, self._log_density(source), dtype=np.int64)
 
     def predict_proba(self, X):
         """Return every row's posterior probability of each component.
@@ -436,7 +443,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         resp : ndarray or dask.array.Array of shape (n_samples, n_components)
         """
         source = self._inference_source(X)
-        return map_rows(source, _proba_block, self._log_density(source),
+        return map_rows(source, proba_block, self._log_density(source),
                         n_columns=self.n_components)
 
     def bic(self, X):
@@ -542,15 +549,3 @@ def _persisted(X, weights):
     if weights is None:
         return X.persist(), None
     return X.persist(), weights.persist()
-
-
-def _score_block(block, density):
-    return log_prob_resp(block, density)[0]
-
-
-def _label_block(block, density):
-    return log_prob_resp(block, density)[1].argmax(axis=1)
-
-
-def _proba_block(block, density):
-    return np.exp(log_prob_resp(block, density)[1])
