@@ -11,9 +11,10 @@ is known, is checked by the pipeline and :mod:`daskgmm.cluster` before any work 
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from .sample_data import GENERATORS
 PIPELINES = ("segment", "select", "anomaly", "fit", "predict")
 INPUT_FORMATS = ("auto", "zarr", "images", "csv", "parquet")
 CRITERIA = ("bic", "aic")
+IDENTITIES = ("stat", "content")
 
 
 class ConfigError(ValueError):
@@ -66,6 +68,15 @@ def option(default=MISSING, *, choices=None, low=None, high=None, low_open=False
     return field(default=default, metadata=metadata)
 
 
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 6, 6, 200
+
+
+def _shown(value):
+    """``repr(value)``, shortened: YAML values can nest deeply, or be huge through aliases."""
+    return _SHORT.repr(value)
+
+
 def _join(prefix, name):
     return f"{prefix}.{name}" if prefix else str(name)
 
@@ -81,6 +92,11 @@ def _type_name(hint):
     if isinstance(hint, type) and issubclass(hint, Section):
         return "a mapping"
     return getattr(hint, "__name__", str(hint))
+
+
+def _type_error(hint, value, key):
+    return ConfigError(f"expected {_type_name(hint)}, got {_shown(value)} "
+                       f"({type(value).__name__})", key)
 
 
 def _scalar(value, hint, key):
@@ -99,9 +115,11 @@ def _scalar(value, hint, key):
         type(None): value is None,
     }[hint]
     if not ok:
-        raise ConfigError(f"expected {_type_name(hint)}, got {value!r} ({type(value).__name__})",
-                          key)
-    return float(value) if hint is float else value
+        raise _type_error(hint, value, key)
+    try:
+        return float(value) if hint is float else value
+    except OverflowError:
+        raise ConfigError(f"too large for a float: {_shown(value)}", key) from None
 
 
 def _convert(value, hint, key):
@@ -117,11 +135,10 @@ def _convert(value, hint, key):
             except ConfigError as error:
                 if error.key != key:  # a mistake inside a nested value: report that one
                     raise
-        raise ConfigError(f"expected {_type_name(hint)}, got {value!r} ({type(value).__name__})",
-                          key)
+        raise _type_error(hint, value, key)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"expected {_type_name(hint)}, got {value!r}", key)
+            raise ConfigError(f"expected {_type_name(hint)}, got {_shown(value)}", key)
         (item_hint,) = typing.get_args(hint)
         return [_convert(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value)]
     if isinstance(hint, type) and issubclass(hint, Section):
@@ -141,13 +158,13 @@ def _check_value(value, metadata, key):
     if choices is not None and value not in choices:
         hint = difflib.get_close_matches(str(value), choices, n=1)
         suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(f"{value!r} is not one of {', '.join(map(repr, choices))}{suggestion}",
-                          key)
+        raise ConfigError(f"{_shown(value)} is not one of {', '.join(map(repr, choices))}"
+                          f"{suggestion}", key)
     if low is not None and not (value > low if metadata.get("low_open") else value >= low):
         relation = ">" if metadata.get("low_open") else ">="
-        raise ConfigError(f"must be {relation} {low}, got {value!r}", key)
+        raise ConfigError(f"must be {relation} {low}, got {_shown(value)}", key)
     if high is not None and not value <= high:
-        raise ConfigError(f"must be <= {high}, got {value!r}", key)
+        raise ConfigError(f"must be <= {high}, got {_shown(value)}", key)
 
 
 def _plain(value):
@@ -167,7 +184,7 @@ class Section:
         if data is None:
             data = {}
         if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a mapping of keys, got {data!r}", key)
+            raise ConfigError(f"expected a mapping of keys, got {_shown(data)}", key)
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for name in data:
             if name not in fields:
@@ -263,10 +280,13 @@ class OutputConfig(Section):
     def check(self, key):
         if "://" in self.path:
             raise ConfigError("must be a local path (outputs are committed by an atomic rename); "
-                              f"got {self.path!r}", f"{key}.path")
+                              f"got {_shown(self.path)}", f"{key}.path")
+        if Path(self.path).name in ("", ".."):  # the job would replace a parent folder
+            raise ConfigError(f"must name the output folder itself, got {_shown(self.path)}",
+                              f"{key}.path")
         if self.preview_channels is not None and len(self.preview_channels) not in (1, 3):
             raise ConfigError("must list 1 (grey) or 3 (red, green, blue) channel indices, got "
-                              f"{self.preview_channels!r}", f"{key}.preview_channels")
+                              f"{_shown(self.preview_channels)}", f"{key}.preview_channels")
 
 
 @dataclass
@@ -278,17 +298,58 @@ class CheckpointConfig(Section):
 
 
 @dataclass
+class BatchConfig(Section):
+    """Scheduled batches (pipeline segment): each run processes only the inputs not yet done.
+
+    The output is then a long-lived store that every run adds to: one result folder per input,
+    a manifest of what is done, and a log of the runs. An input is known by its name and its
+    ``identity``: ``stat`` (size and modification time) or ``content`` (a SHA-256 of its bytes);
+    a changed input is processed again. ``max_inputs`` bounds the inputs one run takes on.
+    ``channels`` is how many every input must have (null: the loaded model's, else that of most
+    inputs of the store's first run). Runs at the same time share the inputs through a lock
+    file, taken over when it is older than ``lock_timeout`` seconds or its process is gone; the
+    inputs a run claimed are claimed afresh when it has recorded no progress for
+    ``claim_timeout`` seconds or its process is gone.
+    """
+
+    identity: str = option("stat", choices=IDENTITIES)
+    max_inputs: int | None = option(None, low=1)
+    channels: int | None = option(None, low=1)
+    lock_timeout: float = option(60.0, low=0.0, low_open=True)
+    claim_timeout: float = option(3600.0, low=0.0, low_open=True)
+
+
+@dataclass
 class ClusterConfig(Section):
-    """Where the Dask work runs; ``kind`` names an entry of :data:`daskgmm.cluster.KINDS`."""
+    """Where the Dask work runs; ``kind`` names an entry of :data:`daskgmm.cluster.KINDS`.
+
+    ``local`` sizes a LocalCluster (``n_workers``, ``threads_per_worker``, ``memory_limit``,
+    ``processes``); ``address`` joins a running scheduler. ``slurm``, ``pbs`` and
+    ``kubernetes`` start one worker per batch job or pod, each with ``cores`` threads and
+    ``memory``; ``queue``, ``account`` and ``walltime`` go to the batch system, ``image``,
+    ``namespace`` and ``spec`` (a DaskCluster manifest used as the template) to the Dask
+    operator. ``n_workers`` is a fixed size; ``minimum``/``maximum`` scale adaptively instead.
+    Which kinds use which key is checked by :func:`daskgmm.cluster.check_cluster`.
+    """
 
     kind: str = "local"
     address: str | None = None
     n_workers: int | None = option(None, low=1)
+    minimum: int | None = option(None, low=0)
+    maximum: int | None = option(None, low=1)
     threads_per_worker: int | None = option(None, low=1)
     memory_limit: str | int = "auto"
     processes: bool = True
     dashboard_address: str | None = ":8787"
     timeout: float = option(30.0, low=0.0, low_open=True)
+    cores: int | None = option(None, low=1)
+    memory: str | None = None
+    queue: str | None = None
+    account: str | None = None
+    walltime: str | None = None
+    image: str | None = None
+    namespace: str | None = None
+    spec: str | None = None
 
     @classmethod
     def from_dict(cls, data, key=""):
@@ -296,6 +357,22 @@ class ClusterConfig(Section):
         if isinstance(data, Mapping) and data.get("address") and "kind" not in data:
             data = {**data, "kind": "address"}
         return super().from_dict(data, key)
+
+    @property
+    def adaptive(self):
+        """Whether the worker count follows the load between ``minimum`` and ``maximum``."""
+        return self.minimum is not None or self.maximum is not None
+
+    def check(self, key):
+        if self.adaptive and self.n_workers is not None:
+            raise ConfigError("set either n_workers (a fixed size) or minimum/maximum "
+                              "(adaptive scaling), not both", _join(key, "n_workers"))
+        if self.minimum is not None and self.maximum is None:
+            raise ConfigError("missing required key (adaptive scaling from cluster.minimum "
+                              "needs an upper bound)", _join(key, "maximum"))
+        if self.adaptive and (self.minimum or 0) > self.maximum:
+            raise ConfigError(f"must be <= cluster.maximum ({self.maximum}), got "
+                              f"{self.minimum}", _join(key, "minimum"))
 
 
 @dataclass
@@ -312,7 +389,7 @@ class SelectConfig(Section):
             if not values:
                 raise ConfigError("must list at least one value", f"{key}.{name}")
             if len(set(values)) != len(values):
-                raise ConfigError(f"lists a value twice: {values!r}", f"{key}.{name}")
+                raise ConfigError(f"lists a value twice: {_shown(values)}", f"{key}.{name}")
 
 
 @dataclass
@@ -342,16 +419,33 @@ class JobConfig(Section):
     cluster: ClusterConfig = option(ClusterConfig)
     select: SelectConfig | None = None
     anomaly: AnomalyConfig | None = None
+    batch: BatchConfig | None = None
 
     def check(self, key):
-        for name in ("select", "anomaly"):
-            if getattr(self, name) is not None and self.pipeline != name:
-                raise ConfigError(f"applies only to pipeline: {name} (this job runs "
+        for name, pipeline in (("select", "select"), ("anomaly", "anomaly"),
+                               ("batch", "segment")):
+            if getattr(self, name) is not None and self.pipeline != pipeline:
+                raise ConfigError(f"applies only to pipeline: {pipeline} (this job runs "
                                   f"{self.pipeline})", name)
         if self.pipeline == "anomaly" and self.anomaly is None:
             raise ConfigError("missing required key (pipeline anomaly needs a quantile or "
                               "threshold)", "anomaly")
         self._check_model()
+        if self.batch is not None:
+            self._check_batch()
+
+    def _check_batch(self):
+        """Keys whose single-shot meaning has no place in a store that every run adds to."""
+        unused = {
+            "output.overwrite": (self.output.overwrite, "a batch store is kept and added to; "
+                                 "delete it to start over"),
+            "input.mask": (self.input.mask, "mark no-data pixels with input.nodata instead"),
+            "input.array": (self.input.array, "every array of the Zarr group is an input"),
+            "input.ingest_to": (self.input.ingest_to, "batch inputs are read where they are"),
+        }
+        for name, (value, reason) in unused.items():
+            if value:
+                raise ConfigError(f"not used in batch mode ({reason})", name)
 
     def _check_model(self):
         model = self.model
@@ -378,15 +472,23 @@ class JobConfig(Section):
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
+
+    Merge keys (``<<: *defaults``) are left to PyYAML, whose keys they may override; so are
+    unhashable keys, which it reports.
+    """
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                break
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} appears twice", key_node.start_mark)
+                    None, None, f"key {_shown(key)} appears twice", key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -397,6 +499,10 @@ def parse_yaml(text, key=""):
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         raise ConfigError(f"not valid YAML: {' '.join(str(error).split())}", key) from None
+    except RecursionError:
+        raise ConfigError("not valid YAML: nested too deeply", key) from None
+    except ValueError as error:  # a scalar PyYAML cannot build: a date out of range, a huge int
+        raise ConfigError(f"not valid YAML: {error}", key) from None
 
 
 def apply_override(data, assignment):
@@ -413,7 +519,7 @@ def apply_override(data, assignment):
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {key}: it is {child!r}, not a section",
+            raise ConfigError(f"cannot set {key}: it is {_shown(child)}, not a section",
                               ".".join(parts[: depth + 1]))
         node = child
     node[parts[-1]] = value
@@ -440,14 +546,17 @@ def load_config(path, overrides=()):
     """
     try:
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_text(encoding="utf-8")
         except OSError as error:
             raise ConfigError(f"cannot read the job file: {error.strerror}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"the job file is not UTF-8 text ({error.reason} at byte "
+                              f"{error.start})") from None
         data = parse_yaml(text)
         if data is None:
             data = {}
         if not isinstance(data, dict):
-            raise ConfigError(f"expected a mapping of sections at the top, got {data!r}")
+            raise ConfigError(f"expected a mapping of sections at the top, got {_shown(data)}")
         for assignment in overrides:
             apply_override(data, assignment)
         return JobConfig.from_dict(data)

@@ -2,8 +2,10 @@
 
 Exit status: 0 done; 2 a mistake in the configuration (found before any work starts: the message
 names the file and the dotted key); 1 the job failed while running (a one-paragraph message,
-the traceback with ``--verbose``); 130 interrupted. A failed or interrupted job leaves no output
-that looks complete and does not touch an existing one.
+the traceback with ``--verbose``); 3 done, but some inputs were skipped (a batch job's
+unreadable images, or images with the wrong number of channels: the summary names each with its
+reason); 130 interrupted. A failed or interrupted job leaves no output that looks complete and
+does not touch an existing one; a batch job (``batch:``) keeps the inputs it finished.
 """
 
 import argparse
@@ -21,7 +23,7 @@ import dask
 from .cluster import check_cluster, dashboard_link, describe_cluster, open_client
 from .config import ConfigError, load_config
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 logger = logging.getLogger("daskgmm.run")
 
@@ -122,6 +124,8 @@ def format_plan(prepared, cluster_line, config_file):
     lines += ["steps:"] + [f"  {line}" for line in plan.steps]
     output = prepared.config.output
     replace = " (replaced when done)" if Path(output.path).exists() else ""
+    if prepared.config.batch is not None:
+        replace = " (a batch store: results are added to it)"
     lines += [f"output: {output.path}{replace}"] + [f"  {line}" for line in plan.outputs]
     lines += [f"cluster: {cluster_line}"]
     return "\n".join(lines)
@@ -142,13 +146,30 @@ def format_summary(summary, seconds):
 def failure_message(error, config, config_file):
     """One paragraph on a failed job: what failed, what was (not) written, what to do."""
     output = config.output.path
+    written = (f"Nothing was written to {output}"
+               f"{' (the existing output there is unchanged)' if Path(output).exists() else ''}")
+    if config.batch is not None:
+        written = (f"The inputs finished before the failure are recorded in {output}; the next "
+                   "run processes the rest")
     message = (f"daskgmm.run: the {config.pipeline} job ({config_file}) failed: "
-               f"{type(error).__name__}: {str(error).rstrip('.')}. Nothing was written to {output}"
-               f"{' (the existing output there is unchanged)' if Path(output).exists() else ''}.")
+               f"{_cause(error)}. {written}.")
+    if _workers_died(error):
+        message += (" Dask workers died running the job, most often for lack of memory: give "
+                    "each worker more memory, or store the input in smaller chunks.")
     if Path(config.checkpoint_path).exists():
         message += (f" The fit so far is saved in {config.checkpoint_path}; rerun with --resume "
                     "to continue from it.")
     return message + " Rerun with --verbose for the traceback."
+
+
+def _cause(error):
+    return f"{type(error).__name__}: {str(error).rstrip('.')}"
+
+
+def _workers_died(error):
+    from distributed import KilledWorker
+
+    return isinstance(error, KilledWorker)
 
 
 def execute(config, pipeline, prepared):
@@ -171,12 +192,24 @@ def main(argv=None):
         return _run(args)
 
 
+def _failed(args, message):
+    """Report a failed job (its traceback too, with --verbose); return the exit status."""
+    if args.verbose:
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    return EXIT_FAILED
+
+
 def _run(args):
     try:
         config, pipeline, prepared = prepare(args)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as error:  # a fault met while checking, e.g. a damaged checkpoint
+        return _failed(args, f"daskgmm.run: checking the job ({args.config}) failed: "
+                             f"{_cause(error)}. Nothing was written. Rerun with --verbose for "
+                             "the traceback.")
     if args.dry_run:
         print(format_plan(prepared, describe_cluster(config.cluster), args.config))
         return EXIT_OK
@@ -188,11 +221,11 @@ def _run(args):
         print("interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:
-        if args.verbose:
-            traceback.print_exc()
-        print(failure_message(error, config, args.config), file=sys.stderr)
-        return EXIT_FAILED
+        return _failed(args, failure_message(error, config, args.config))
     print(format_summary(summary, time.perf_counter() - started))
+    if summary.get("skipped"):
+        print(f"{len(summary['skipped'])} input(s) skipped: see 'skipped' above", file=sys.stderr)
+        return EXIT_SKIPPED
     return EXIT_OK
 
 

@@ -5,6 +5,8 @@ and a house) to segment; ``sample-table`` is 6,000 two-column rows from three Ga
 plus 60 scattered outliers, for the tabular jobs. Both are the same bytes on every machine.
 """
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -89,3 +91,24 @@ def write_sample(name, path, compute=None):
     chunks = (options["row_chunk"],) + data.shape[1:]
     write_array(path, da.from_array(data, chunks=chunks), attrs={"generated_by": name},
                 overwrite=True, compute=compute)
+
+
+SAMPLE_IMAGE_SIZES = (256, 192, 128)
+
+
+def write_sample_images(folder, sizes=SAMPLE_IMAGE_SIZES):
+    """Write the sample scene as PNG files into a new ``folder``, atomically.
+
+    One file per size, ``scene-0.png``, ``scene-1.png``, ..., each with its own noise: the input
+    of the example batch job (configs/segment-batch.yaml).
+
+    Raises
+    ------
+    FileExistsError
+        If ``folder`` exists.
+    """
+    from .store import atomic_directory, write_png
+
+    with atomic_directory(folder) as staging:
+        for i, size in enumerate(sizes):
+            write_png(Path(staging) / f"scene-{i}.png", sample_scene(size, seed=i))

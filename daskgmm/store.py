@@ -84,15 +84,7 @@ def _owner_is_gone(sibling, kind):
     """Whether the process that made a staging sibling has died (known only on its own host)."""
     owner = sibling.name.split(f".{kind}-", 1)[1].rsplit("-", 1)[0]
     host, _, pid = owner.rpartition("-")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return pid.isdigit() and process_is_gone(host, int(pid))
 
 
 @contextmanager
@@ -429,3 +421,48 @@ def open_table(paths, file_format, columns=None):
 def table_rows(frame):
     """Return a dataframe's values as a 2-D Dask array with known row chunks (one pass)."""
     return frame.to_dask_array(lengths=True)
+
+
+# ------------------------------------------------------------------ batch inputs
+# Read by the batch mode of the segment job (pipelines/batch.py keeps its manifest and lock).
+
+
+def process_is_gone(host, pid):
+    """Whether process ``pid`` of ``host`` has ended (known only on that host: else False)."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def group_array_names(path):
+    """Return the names of the arrays at the top of the local Zarr group at ``path``, sorted.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` holds a Zarr array, not a group.
+    """
+    node = zarr.open(str(path), mode="r")
+    if not isinstance(node, zarr.Group):
+        raise ValueError(f"{str(path)!r} is a Zarr array; batch mode reads a group of arrays, "
+                         "each an input")
+    return sorted(name for name, _ in node.arrays())
+
+
+def image_file_error(path):
+    """Decode every pixel of an image file; return why that failed, or None if it did not.
+
+    A batch checks its image files with this on the cluster before reading any of them: a file
+    whose header reads but whose pixels do not (truncated, corrupt) fails only when decoded.
+    """
+    try:
+        read_image_file(path)
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image ({error})"
+    return None

@@ -292,9 +292,12 @@ def _load_model(config, n_features):
 
 
 def check_output(config):
-    """Raise :class:`ConfigError` if the output exists and may not be replaced."""
+    """Raise :class:`ConfigError` if the output exists and may not be replaced.
+
+    A batch job's output is a store that every run adds to (see :mod:`.batch`), never replaced.
+    """
     path = Path(config.output.path)
-    if path.exists() and not config.output.overwrite:
+    if path.exists() and not config.output.overwrite and config.batch is None:
         raise ConfigError(f"{path} exists; set output.overwrite: true to replace it (the old "
                           "output stays until the new one is complete) or choose another path",
                           "output.path")

@@ -143,9 +143,15 @@ class Checkpoint:
         Raises
         ------
         ConfigError
-            If the checkpoint was written by a job with a different input, model or training.
+            If the checkpoint was written by a job with a different input, model or training,
+            or cannot be read.
         """
-        saved = read_checkpoint(self.path, GaussianMixture)
+        try:
+            saved = read_checkpoint(self.path, GaussianMixture)
+        except Exception as error:  # zarr's or the model's own errors for a damaged folder
+            raise ConfigError(f"cannot read {self.path} ({type(error).__name__}: {error}); "
+                              "delete it, or rerun without --resume to start over",
+                              "checkpoint") from None
         if saved is None:
             return None
         models, state = saved

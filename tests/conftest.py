@@ -1,4 +1,12 @@
-"""Shared fixtures: a real in-process LocalCluster and reproducible mixture data."""
+"""Shared fixtures: a real LocalCluster, a cluster of real processes, reproducible mixture data."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -6,6 +14,10 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+DASK = str(Path(sys.executable).parent / "dask")
+# As a nanny would set them: one BLAS thread per single-threaded worker.
+WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+STARTUP_SECONDS = 60
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -30,6 +42,71 @@ def client():
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=":0") as cluster, Client(cluster) as dask_client:
         yield dask_client
+
+
+@contextmanager
+def process_cluster(directory, n_workers=2, nanny=False, memory_limit="0"):
+    """Yield a Client of a scheduler and ``n_workers`` single-threaded worker processes.
+
+    Real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, each in its own process
+    group, killed with it on exit. Also yields the workers' ``Popen`` objects; without a nanny,
+    each is the worker process, with one it is the nanny (the worker is its child).
+    """
+    from distributed import Client
+
+    scheduler_file = directory / "scheduler.json"
+    processes = []
+    client = None
+    try:
+        processes.append(_spawn([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                 "--no-dashboard", "--scheduler-file", str(scheduler_file)]))
+        _wait_for_file(scheduler_file)
+        worker = [DASK, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
+                  "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
+                  "--memory-limit", memory_limit, "--nanny" if nanny else "--no-nanny"]
+        processes += [_spawn(worker + ["--name", f"worker-{i}"]) for i in range(n_workers)]
+        client = Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS)
+        client.wait_for_workers(n_workers, timeout=STARTUP_SECONDS)
+        yield client, processes[1:]
+    finally:
+        if client is not None:
+            client.close(timeout=10)
+        for process in processes:
+            kill_group(process)
+
+
+def _spawn(command):
+    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, **WORKER_ENVIRONMENT})
+
+
+def kill_group(process):
+    """SIGKILL a process started in its own session, with its children; reap it."""
+    if process.poll() is not None:  # reaped: its id may already belong to another process
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(timeout=30)
+
+
+def _wait_for_file(path):
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the scheduler wrote no {path} in {STARTUP_SECONDS} s")
+        time.sleep(0.05)
+
+
+def wait_until_processing(client, pid, timeout):
+    """Return once the worker with process id ``pid`` is running a task of an EM pass."""
+    (address,) = [address for address, worker_pid in client.run(os.getpid).items()
+                  if worker_pid == pid]
+    deadline = time.monotonic() + timeout
+    while not any("daskgmm-pass" in str(key) for key in client.processing([address])[address]):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"worker {address} ran no task of a pass")
 
 
 def make_blobs(n_samples=2003, n_features=3, n_components=3, seed=0, scale=6.0):

@@ -8,81 +8,24 @@ The data come from a Zarr store on disk, so chunks held by a lost worker can be 
 import logging
 import os
 import signal
-import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import pytest
 import zarr
-from distributed import Client
 from distributed.scheduler import KilledWorker
 from numpy.testing import assert_allclose
 
-from conftest import make_blobs
+from conftest import STARTUP_SECONDS, make_blobs, process_cluster, wait_until_processing
 from daskgmm import GaussianMixture
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-DASK = str(Path(sys.executable).parent / "dask")
-# As a nanny would set them: one BLAS thread per single-threaded worker.
-WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-STARTUP_SECONDS = 60
 FIT_TIMEOUT_SECONDS = 120
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
-
-
-@contextmanager
-def process_cluster(directory, n_workers=2, nanny=False, memory_limit="0"):
-    """Yield a Client of a scheduler and ``n_workers`` single-threaded worker processes.
-
-    Also yields the workers' ``Popen`` objects; without a nanny, each is the worker process.
-    """
-    scheduler_file = directory / "scheduler.json"
-    processes = []
-    client = None
-    try:
-        processes.append(_spawn([DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                 "--no-dashboard", "--scheduler-file", str(scheduler_file)]))
-        _wait_for_file(scheduler_file)
-        worker = [DASK, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
-                  "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
-                  "--memory-limit", memory_limit, "--nanny" if nanny else "--no-nanny"]
-        processes += [_spawn(worker + ["--name", f"worker-{i}"]) for i in range(n_workers)]
-        client = Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS)
-        client.wait_for_workers(n_workers, timeout=STARTUP_SECONDS)
-        yield client, processes[1:]
-    finally:
-        if client is not None:
-            client.close(timeout=10)
-        for process in processes:
-            _kill_group(process)
-
-
-def _spawn(command):
-    return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **WORKER_ENVIRONMENT})
-
-
-def _kill_group(process):
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(timeout=30)
-
-
-def _wait_for_file(path):
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"the scheduler wrote no {path} in {STARTUP_SECONDS} s")
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -104,16 +47,6 @@ def iterations_logged(count):
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-def _wait_until_processing(client, pid):
-    """Return once the worker with process id ``pid`` is running tasks of a pass."""
-    (address,) = [address for address, worker_pid in client.run(os.getpid).items()
-                  if worker_pid == pid]
-    deadline = time.monotonic() + FIT_TIMEOUT_SECONDS
-    while not any("daskgmm-pass" in str(key) for key in client.processing([address])[address]):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"worker {address} ran no task of a pass")
 
 
 def write_zarr(path, data, chunk_rows):
@@ -143,7 +76,7 @@ def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path):
         with iterations_logged(2) as second_iteration_done:
             fit = pool.submit(model(means, max_iter=max_iter).fit, X)
             assert second_iteration_done.wait(FIT_TIMEOUT_SECONDS)
-            _wait_until_processing(client, victim.pid)
+            wait_until_processing(client, victim.pid, FIT_TIMEOUT_SECONDS)
             assert not fit.done()
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=30)

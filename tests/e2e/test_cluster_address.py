@@ -4,7 +4,6 @@ Real ``dask scheduler`` and ``dask worker`` processes are started on 127.0.0.1 a
 shipped segment config runs against them with only ``--set cluster.address=...`` added.
 """
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,46 +13,18 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
+from conftest import process_cluster
 from daskgmm import GaussianMixture
 from daskgmm.store import write_array
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def dask_process(*args):
-    return subprocess.Popen([sys.executable, "-m", "dask", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-
-
 @pytest.fixture(scope="module")
-def scheduler_address():
+def scheduler_address(tmp_path_factory):
     """A scheduler and one worker process; yields the scheduler's address, then stops both."""
-    from distributed import Client
-
-    address = f"tcp://127.0.0.1:{free_port()}"
-    scheduler = dask_process("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":")[-1],
-                             "--no-dashboard")
-    worker = dask_process("worker", address, "--nthreads", "2", "--nworkers", "1",
-                          "--no-dashboard", "--memory-limit", "0")
-    try:
-        with Client(address, timeout=60, set_as_default=False) as client:
-            client.wait_for_workers(1, timeout=60)
-        yield address
-    finally:
-        with Client(address, timeout=30, set_as_default=False) as client:
-            client.shutdown()  # closes the scheduler and its workers cleanly
-        for process in (worker, scheduler):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    with process_cluster(tmp_path_factory.mktemp("cluster"), n_workers=1) as (client, _):
+        yield client.scheduler.address
 
 
 def transitions(address):

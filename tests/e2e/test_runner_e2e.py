@@ -19,6 +19,7 @@ from numpy.testing import assert_array_equal
 from daskgmm import GaussianMixture
 from daskgmm.run import main
 from daskgmm.sample_data import sample_scene, sample_table
+from daskgmm.store import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -216,8 +217,12 @@ def test_runtime_failure_exits_1_with_one_paragraph(tmp_path, capsys, table_stor
 # ---------------------------------------------------------------- kill and resume
 
 
-def start_and_kill(args, after_iteration):
-    """Start the runner, SIGKILL it once it reports ``after_iteration``; return its stderr."""
+def start_and_kill(args, after_iteration, until=None):
+    """Start the runner, SIGKILL it once it reports ``after_iteration``; return its stderr.
+
+    ``until(process)``, when given, is called after that report and delays the kill until it
+    returns.
+    """
     process = subprocess.Popen(command("fit.yaml", *args), cwd=REPO, stderr=subprocess.PIPE,
                                stdout=subprocess.DEVNULL, text=True, start_new_session=True)
     seen = []
@@ -225,38 +230,91 @@ def start_and_kill(args, after_iteration):
         for line in process.stderr:
             seen.append(line)
             if f" iteration {after_iteration} lower bound" in line:
+                if until is not None:
+                    until(process)
                 os.killpg(process.pid, signal.SIGKILL)
                 break
     finally:
         process.kill()
         process.wait(timeout=60)
+        process.stderr.close()
     assert process.returncode == -signal.SIGKILL, "".join(seen)
     return "".join(seen)
 
 
-def test_killed_job_leaves_nothing_complete_and_resume_matches(tmp_path, table_store):
-    common = sets(input__path=table_store, model__tol=0, model__max_iter=30,
-                  training__sample=3000, output__probabilities="false")
-    reference = tmp_path / "reference"
-    assert run("fit.yaml", *common, *sets(output__path=reference)).returncode == 0
+def writing_started(output):
+    """An ``until`` for :func:`start_and_kill`: wait until the job stages ``output``."""
+    def until(process):
+        while not any(output.parent.glob(f".{output.name}.incomplete-*")):
+            assert process.poll() is None, "the job ended before the kill"
+    return until
 
-    out = tmp_path / "out"
-    start_and_kill(common + sets(output__path=out), after_iteration=5)
-    assert not out.exists()
-    assert (tmp_path / "out.checkpoint").exists()
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
-        "out.checkpoint", "reference"]
 
-    done = run("fit.yaml", *common, *sets(output__path=out), "--resume")
+MAX_ITER = 30
+
+
+def resumable(table_store):
+    """``--set`` arguments of a fit job of exactly ``MAX_ITER`` checkpointed iterations."""
+    return sets(input__path=table_store, model__tol=0, model__max_iter=MAX_ITER,
+                training__sample=3000, output__probabilities="false")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, table_store):
+    """The output of the kill-and-resume job, run without interruption."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    done = run("fit.yaml", *resumable(table_store), *sets(output__path=out))
     assert done.returncode == 0, done.stderr
-    assert "iteration 1 lower bound" not in done.stderr and "iteration 30 " in done.stderr
-    assert not (tmp_path / "out.checkpoint").exists()
+    return out
+
+
+def checkpoint_state(path):
+    return read_checkpoint(path, GaussianMixture)[1]
+
+
+def assert_only_staging_left(folder, *names):
+    """``folder`` holds ``names`` and, beside them, only hidden unfinished staging folders."""
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == list(names)
+    assert all(".incomplete-" in p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def assert_same_output(out, reference):
     assert_same_model(GaussianMixture.load(out / "model.zarr"),
                       GaussianMixture.load(reference / "model.zarr"))
     assert_array_equal(result(out)["labels"][...], result(reference)["labels"][...])
+    assert result(out).attrs["daskgmm"]["complete"]
+
+
+def test_killed_job_leaves_nothing_complete_and_resume_matches(tmp_path, table_store, reference):
+    out = tmp_path / "out"
+    start_and_kill(resumable(table_store) + sets(output__path=out), after_iteration=5)
+    assert not out.exists()
+    assert_only_staging_left(tmp_path, "out.checkpoint")
+    assert 5 <= len(checkpoint_state(tmp_path / "out.checkpoint")["lower_bounds"]) < MAX_ITER
+
+    done = run("fit.yaml", *resumable(table_store), *sets(output__path=out), "--resume")
+    assert done.returncode == 0, done.stderr
+    assert "iteration 1 lower bound" not in done.stderr
+    assert f"iteration {MAX_ITER} " in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no checkpoint, no staging
+    assert_same_output(out, reference)
 
     # A killed run that would replace a complete output leaves that output as it was.
-    start_and_kill(common + sets(output__path=out), after_iteration=3)
-    assert result(out).attrs["daskgmm"]["complete"]
-    assert_same_model(GaussianMixture.load(out / "model.zarr"),
-                      GaussianMixture.load(reference / "model.zarr"))
+    start_and_kill(resumable(table_store) + sets(output__path=out), after_iteration=3)
+    assert_same_output(out, reference)
+
+
+def test_job_killed_while_writing_leaves_nothing_complete_and_resume_matches(
+        tmp_path, table_store, reference):
+    out = tmp_path / "out"
+    start_and_kill(resumable(table_store) + sets(output__path=out), after_iteration=MAX_ITER,
+                   until=writing_started(out))
+    assert not out.exists() and list(tmp_path.glob(".out.incomplete-*"))  # killed mid-write
+    assert_only_staging_left(tmp_path, "out.checkpoint")
+    assert checkpoint_state(tmp_path / "out.checkpoint")["init"] == 1  # the fit was done
+
+    done = run("fit.yaml", *resumable(table_store), *sets(output__path=out), "--resume")
+    assert done.returncode == 0, done.stderr
+    assert " iteration " not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert_same_output(out, reference)
