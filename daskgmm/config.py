@@ -11,6 +11,7 @@ is known, is checked by the pipeline and :mod:`daskgmm.cluster` before any work 
 
 import dataclasses
 import difflib
+import math
 import reprlib
 import types
 import typing
@@ -100,11 +101,11 @@ def _type_error(hint, value, key):
 
 
 def _scalar(value, hint, key):
-    """Check a YAML scalar against int, float, bool or str."""
+    """Check a YAML scalar against int, float, bool or str (a float must be finite)."""
     if hint is float and isinstance(value, str):
         # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts.
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     ok = {
@@ -116,10 +117,15 @@ def _scalar(value, hint, key):
     }[hint]
     if not ok:
         raise _type_error(hint, value, key)
+    if hint is not float:
+        return value
     try:
-        return float(value) if hint is float else value
+        number = float(value)
     except OverflowError:
         raise ConfigError(f"too large for a float: {_shown(value)}", key) from None
+    if not math.isfinite(number):
+        raise ConfigError(f"must be a finite number, got {_shown(value)}", key)
+    return number
 
 
 def _convert(value, hint, key):
@@ -253,7 +259,7 @@ class ModelConfig(Section):
     max_iter: int = option(100, low=0)
     n_init: int = option(1, low=1)
     init_params: str = option("kmeans", choices=INIT_METHODS)
-    random_state: int = option(0, low=0)
+    random_state: int = option(0, low=0, high=2**32 - 1)
     persist: bool = False
     split_every: int = option(8, low=2)
 

@@ -294,13 +294,48 @@ def _load_model(config, n_features):
 def check_output(config):
     """Raise :class:`ConfigError` if the output exists and may not be replaced.
 
+    Only a previous job's output (or an empty folder) is replaced, and only with
+    ``output.overwrite``: a folder of anything else is never deleted, whatever the config says.
     A batch job's output is a store that every run adds to (see :mod:`.batch`), never replaced.
     """
     path = Path(config.output.path)
-    if path.exists() and not config.output.overwrite and config.batch is None:
+    _check_output_is_not_the_input(config)
+    if not path.exists() or config.batch is not None:
+        return
+    if not config.output.overwrite:
         raise ConfigError(f"{path} exists; set output.overwrite: true to replace it (the old "
                           "output stays until the new one is complete) or choose another path",
                           "output.path")
+    if not _is_job_output(path):
+        raise ConfigError(f"{path} exists and is not the output of a daskgmm job; it is not "
+                          "replaced even with output.overwrite: true. Choose another path",
+                          "output.path")
+
+
+def _is_job_output(path):
+    """Whether ``path`` is an empty folder or a folder a job wrote (result.zarr with a record)."""
+    if path.is_dir() and not any(path.iterdir()):
+        return True
+    try:
+        return "daskgmm" in store.read_attrs(path / RESULT)
+    except Exception:  # an unreadable result.zarr is no proof of a job's output
+        return False
+
+
+def _check_output_is_not_the_input(config):
+    """Refuse an output folder that is, holds or sits inside an input (it would be replaced)."""
+    output = Path(config.output.path).resolve()
+    inputs = {"input.path": config.input.path, "input.mask": config.input.mask,
+              "model.load": config.model.load}
+    if config.anomaly is not None:
+        inputs["anomaly.data"] = config.anomaly.data
+    for key, value in inputs.items():
+        if not value or "://" in value:
+            continue
+        source = Path(value).resolve()
+        if source == output or output in source.parents or source in output.parents:
+            raise ConfigError(f"output.path {config.output.path} overlaps {key} {value}; a job "
+                              "never writes where it reads", "output.path")
 
 
 def prepare_job(config, sources, n_features, resume, fit_sections=()):

@@ -96,6 +96,9 @@ def test_wrong_type_names_the_key(section, value, key):
     ("training", {"sample": 0}, "training.sample"),
     ("checkpoint", {"every": 0}, "checkpoint.every"),
     ("cluster", {"timeout": 0}, "cluster.timeout"),
+    ("model", {"n_components": 3, "reg_covar": float("inf")}, "model.reg_covar"),
+    ("model", {"n_components": 3, "tol": "nan"}, "model.tol"),
+    ("model", {"n_components": 3, "random_state": 2**32}, "model.random_state"),
 ])
 def test_value_out_of_range_names_the_key(section, value, key):
     assert error_of(minimal(**{section: value})).key == key

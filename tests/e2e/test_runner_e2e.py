@@ -203,6 +203,28 @@ def test_existing_output_without_overwrite_exits_2(tmp_path, capsys, table_store
     assert "fit.yaml: output.path: " in capsys.readouterr().err
 
 
+def test_a_folder_that_is_no_job_output_is_never_replaced(tmp_path, capsys, table_store):
+    precious = tmp_path / "photos"
+    precious.mkdir()
+    (precious / "holiday.jpg").write_bytes(b"not daskgmm's")
+    status = main([str(CONFIGS / "fit.yaml"), *sets(input__path=table_store,
+                                                    output__path=precious,
+                                                    output__overwrite="true")])
+    assert status == 2
+    assert "output.path: " in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["holiday.jpg"]
+
+
+@pytest.mark.parametrize("output", ["table.zarr", ".", "table.zarr/inside"])
+def test_output_overlapping_the_input_exits_2(tmp_path, capsys, table_store, output):
+    status = main([str(CONFIGS / "fit.yaml"), *sets(input__path=table_store,
+                                                    output__path=table_store.parent / output,
+                                                    output__overwrite="true")])
+    assert status == 2
+    assert "overlaps input.path" in capsys.readouterr().err
+    assert (table_store / "zarr.json").exists()
+
+
 def test_runtime_failure_exits_1_with_one_paragraph(tmp_path, capsys, table_store):
     status = main([str(CONFIGS / "fit.yaml"), *sets(input__path=table_store,
                                                     output__path=tmp_path / "out",
