@@ -91,8 +91,6 @@ def cluster_error(data):
      "DaskCluster"),
 ])
 def test_cluster_mistakes_name_the_key(data, key, words):
-    if data["kind"] == "kubernetes":
-        pytest.importorskip("dask_kubernetes")
     error = cluster_error(data)
     assert error.key == key and words in str(error)
 
@@ -282,7 +280,6 @@ def test_daskjob_runner_joins_the_scheduler_the_operator_names(tmp_path):
 
 
 def test_kubernetes_cluster_spec_from_the_nightly_job():
-    pytest.importorskip("dask_kubernetes")
     config = load_config(NIGHTLY_JOB).cluster
     check_cluster(config)
     spec = kubernetes_cluster_spec(config)
@@ -304,7 +301,6 @@ def test_kubernetes_cluster_spec_from_the_nightly_job():
 
 
 def test_kubernetes_cluster_spec_from_the_operator_template():
-    pytest.importorskip("dask_kubernetes")
     config = ClusterConfig.from_dict({"kind": "kubernetes", "image": "registry/daskgmm:1",
                                       "n_workers": 3, "cores": 2, "memory": "4GiB"}, "cluster")
     check_cluster(config)
