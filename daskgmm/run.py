@@ -179,6 +179,8 @@ def execute(config, pipeline, prepared):
     different shapes (the training sample, persisted, then the predictions), and fusion would
     give a key a different task in each, which the scheduler reports as a hazard.
     """
+    if prepared.nothing_to_do is not None:  # e.g. a batch with no new input: no cluster needed
+        return prepared.nothing_to_do
     with dask.config.set({"optimization.fuse.active": False}), \
             open_client(config.cluster) as client:
         print(f"dashboard: {dashboard_link(client)}", flush=True)

@@ -268,6 +268,8 @@ class Prepared:
     resumed: tuple = None
     plan: Plan = None
     extra: dict = field(default_factory=dict)
+    #: The summary of a job found to have nothing to do: the runner then opens no cluster.
+    nothing_to_do: dict = None
 
     @property
     def n_components(self):

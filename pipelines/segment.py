@@ -274,6 +274,9 @@ def prepare_batch(config):
     prepared.extra["batch"] = batch
     prepared.plan = Plan("segment (batch)", _describe_batch_inputs(config, batch, inputs, kind),
                          _describe_batch_steps(prepared), _describe_batch_outputs(prepared))
+    states = batch.states(inputs)
+    if not generated and not {"new", "changed"} & set(states.values()):
+        prepared.nothing_to_do = {"output": config.output.path, "processed": _nothing_new(states)}
     return prepared
 
 

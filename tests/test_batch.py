@@ -21,7 +21,7 @@ from PIL import Image
 
 from daskgmm import GaussianMixture
 from daskgmm.config import BatchConfig, ConfigError, JobConfig
-from daskgmm.run import pipeline_module
+from daskgmm.run import main, pipeline_module
 
 segment, batch = pipeline_module("segment"), pipeline_module("batch")
 BatchStore = batch.BatchStore
@@ -152,6 +152,14 @@ def test_nothing_new_does_nothing_and_says_so(client, tmp_path):
     assert "run" not in summary and "skipped" not in summary
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "store").rglob("*")} == before
     assert len(runs(tmp_path)) == 1
+
+
+def test_the_runner_opens_no_cluster_when_nothing_is_new(client, tmp_path, capsys):
+    add_images(tmp_path / "images", "a.png")
+    run_batch(job(tmp_path))
+    assert main([str(write_job_file(tmp_path, job(tmp_path)))]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing new to process" in printed and "dashboard:" not in printed
 
 
 @pytest.mark.parametrize("identity", ["stat", "content"])
