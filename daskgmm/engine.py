@@ -6,16 +6,18 @@ with ``+`` in a fixed tree, so the result does not depend on which worker or thr
 """
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import reduce
+from functools import cached_property, reduce
 from operator import add
 
 import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from dask.core import flatten
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from threadpoolctl import ThreadpoolController
@@ -25,9 +27,15 @@ from .kernels import float_dtype_of
 DEFAULT_SPLIT_EVERY = 8
 # NumPy input is cut into blocks of about this many elements (8 MB of float64).
 _NUMPY_BLOCK_ELEMENTS = 1 << 20
+# Small Dask chunks are run several to a task (see _blocks_per_task).
+_TASK_BYTES = 32 * 2**20
+_MAX_BLOCKS_PER_TASK = 8
+_TASKS_PER_THREAD = 4
 
 
 _blas_controller = None
+_blas_limit_depth = 0
+_blas_limit_lock = threading.Lock()
 
 
 @contextmanager
@@ -35,15 +43,27 @@ def single_threaded_blas():
     """Run BLAS single-threaded in this process while blocks run in parallel.
 
     Parallelism comes from blocks (threads here, or Dask workers); BLAS threads competing with
-    them on the same cores make a pass several times slower. Dask's worker processes already
-    start with one BLAS thread; this covers in-process threads (NumPy input, Dask's threaded
-    scheduler, in-process clusters).
+    them on the same cores make a pass several times slower, and make the M-step's many tiny
+    LAPACK calls (a 3 x 3 triangular solve: 17 us on one thread, up to 16 ms with OpenBLAS's
+    threads on a busy machine) slower still. Dask's worker processes already start with one
+    BLAS thread; this covers in-process threads (NumPy input, Dask's threaded scheduler,
+    in-process clusters) and the client. Re-entrant: nested uses cost nothing.
     """
-    global _blas_controller
-    if _blas_controller is None:
-        _blas_controller = ThreadpoolController()
-    with _blas_controller.limit(limits=1, user_api="blas"):
+    global _blas_controller, _blas_limit_depth
+    with _blas_limit_lock:
+        outermost = _blas_limit_depth == 0
+        _blas_limit_depth += 1
+        if outermost:
+            if _blas_controller is None:
+                _blas_controller = ThreadpoolController()
+            limit = _blas_controller.limit(limits=1, user_api="blas")
+    try:
         yield
+    finally:
+        with _blas_limit_lock:
+            _blas_limit_depth -= 1
+            if outermost:
+                limit.restore_original_limits()
 
 
 @dataclass(frozen=True)
@@ -90,6 +110,21 @@ class RowData:
 
     def positions(self):
         return [BlockPosition(i, start) for i, start in enumerate(self.row_starts)]
+
+    @cached_property
+    def task_blocks(self):
+        """Dask data only: the blocks each first-level task of a pass runs, in order.
+
+        Runs of consecutive blocks (see :func:`_blocks_per_task`), each block given as
+        ``(position, data input, weights input)``. Fixed by the chunking alone, so a pass
+        merges the same partial results in the same order whichever worker runs a task.
+        """
+        weights = (
+            [None] * self.n_blocks if self.weights is None else _block_inputs(self.weights)
+        )
+        blocks = list(zip(self.positions(), _block_inputs(self.data), weights))
+        size = _blocks_per_task(self.data)
+        return [blocks[i : i + size] for i in range(0, len(blocks), size)]
 
 
 def numpy_row_data(data, weights, block_rows=None):
@@ -160,17 +195,11 @@ def _reduction_graph(source, block_fn, args, pass_position, split_every):
     name = "daskgmm-pass-" + tokenize(source.data, source.weights, block_fn, args, pass_position)
     layer = {}
     args_reference = _shared_args(args, name, layer)
-    data_keys = [key for (key,) in source.data.__dask_keys__()]
-    weight_keys = (
-        [None] * len(data_keys) if source.weights is None else source.weights.__dask_keys__()
-    )
     level = []
-    for position, data_key, weight_key in zip(source.positions(), data_keys, weight_keys):
-        key = (name, 0, position.index)
-        weights = None if weight_key is None else TaskRef(weight_key)
-        extra = (position,) if pass_position else ()
-        layer[key] = Task(key, _apply_block, block_fn, TaskRef(data_key), weights, *extra,
-                          args_reference)
+    for index, blocks in enumerate(source.task_blocks):
+        key = (name, 0, index)
+        inputs = [item for block in blocks for item in block]
+        layer[key] = Task(key, _apply_blocks, block_fn, pass_position, args_reference, *inputs)
         level.append(key)
     depth = 0
     while len(level) > 1:
@@ -186,9 +215,56 @@ def _reduction_graph(source, block_fn, args, pass_position, split_every):
     return Delayed(level[0], graph, layer=name)
 
 
-def _apply_block(block_fn, block, weights, *rest):
-    *position, args = rest
-    return block_fn(block, weights, *position, *args)
+def _block_inputs(array):
+    """What a block task takes for each row chunk of ``array``: the chunk's own task, or its key.
+
+    A chunk that is computed (read from Zarr, generated, sliced) is computed inside the block
+    task that uses it: one task per chunk instead of two, and the chunk never sits in a worker's
+    memory between them (where a busy worker would hold, or spill, chunks it has loaded but not
+    yet used). Chunks that are already data (persisted) stay references to their keys.
+    """
+    from dask._task_spec import Task, TaskRef
+
+    graph = array.__dask_graph__()
+    keys = list(flatten(array.__dask_keys__()))
+    layer = graph.layers.get(array.name) if isinstance(graph, HighLevelGraph) else graph
+    tasks = dict(layer) if layer is not None else {}
+    return [tasks[key] if isinstance(tasks.get(key), Task) else TaskRef(key) for key in keys]
+
+
+def _blocks_per_task(array):
+    """How many consecutive chunks of ``array`` one first-level task of a pass runs.
+
+    One, unless chunks are small: then up to ``_MAX_BLOCKS_PER_TASK`` of them and about
+    ``_TASK_BYTES`` of data per task, so that a task's fixed cost on the scheduler and the
+    worker (about a millisecond) stays small against its work; but never so many that fewer
+    than ``_TASKS_PER_THREAD`` tasks are left per thread of the cluster to spread evenly.
+    """
+    n_chunks = array.numblocks[0]
+    by_size = int(_TASK_BYTES * n_chunks // max(array.nbytes, 1))
+    by_parallelism = n_chunks // (_TASKS_PER_THREAD * _cluster_threads())
+    return max(1, min(_MAX_BLOCKS_PER_TASK, by_size, by_parallelism))
+
+
+def _cluster_threads():
+    """Threads of the workers of the default distributed client, else this machine's cores."""
+    try:
+        from distributed import default_client
+
+        return max(1, sum(default_client().nthreads().values()))
+    except (ImportError, ValueError):
+        return os.cpu_count() or 1
+
+
+def _apply_blocks(block_fn, pass_position, args, *blocks):
+    """Run ``block_fn`` on consecutive blocks, ``(position, data, weights)`` flattened, and
+    merge the results in order."""
+    results = []
+    for i in range(0, len(blocks), 3):
+        position, data, weights = blocks[i : i + 3]
+        extra = (position,) if pass_position else ()
+        results.append(block_fn(data, weights, *extra, *args))
+    return reduce(add, results)
 
 
 def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT_SPLIT_EVERY):

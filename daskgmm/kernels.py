@@ -25,8 +25,12 @@ import numpy as np
 from .covariance import log_det_cholesky
 
 # Rows per slice are chosen so that the design matrix of one slice holds about this many
-# elements (8 MB of float64), which keeps a slice's working set inside the CPU caches.
-_SLICE_ELEMENTS = 1 << 20
+# elements (512 KiB of float64): a slice's design matrix and responsibilities then stay in a
+# core's L2 cache between the E-step and the statistics, where larger slices (tried up to 8 MB)
+# spill to the shared L3 and slow every step. At least _MIN_SLICE_ROWS rows, so that the
+# Python cost per slice stays small against its matrix products.
+_SLICE_ELEMENTS = 1 << 16
+_MIN_SLICE_ROWS = 1024
 _MAX_SLICE_ROWS = 1 << 15
 
 
@@ -249,7 +253,7 @@ def make_log_density(weights, means, precisions_cholesky, covariance_type, refer
 
 def _slice_length(n_design, n_rows):
     """Rows per slice: the design matrix near ``_SLICE_ELEMENTS``, and no more than the block."""
-    rows = min(max(_SLICE_ELEMENTS // max(n_design, 1), 256), _MAX_SLICE_ROWS)
+    rows = min(max(_SLICE_ELEMENTS // max(n_design, 1), _MIN_SLICE_ROWS), _MAX_SLICE_ROWS)
     return int(max(1, min(rows, n_rows)))
 
 
@@ -258,14 +262,28 @@ def _row_slices(n_rows, step):
 
 
 def responsibilities_in_place(log_prob):
-    """Turn weighted log-probabilities (K, n) into responsibilities in place; return log p(x)."""
+    """Turn weighted log-probabilities (K, n) into responsibilities in place; return log p(x).
+
+    Log-ratios are raised to at least ``1 + log(tiny)`` (``tiny`` the dtype's smallest normal
+    number) before the exponential: NumPy's vectorised ``exp`` takes 5-25 times longer on
+    arguments whose result is near or below ``tiny`` (subnormal or zero), and in high dimensions
+    most components of most rows are that far below the best one. Such a responsibility becomes
+    ``e * tiny`` (6e-308 in float64) instead of a smaller subnormal or zero: a change far below
+    the rounding of every sum it enters.
+    """
     column_max = log_prob.max(axis=0)
     with np.errstate(invalid="ignore", under="ignore", divide="ignore"):
         log_prob -= column_max
+        np.maximum(log_prob, _exp_floor(log_prob.dtype), out=log_prob)
         np.exp(log_prob, out=log_prob)
         column_sum = log_prob.sum(axis=0)
         log_prob /= column_sum
         return column_max + np.log(column_sum)
+
+
+def _exp_floor(dtype):
+    """``1 + log(tiny)`` in ``dtype``: the least argument given to ``exp`` (see above)."""
+    return dtype.type(1.0 + np.log(np.finfo(dtype).tiny))
 
 
 def weighted_log_prob(block, density):
@@ -305,15 +323,18 @@ class _MomentAccumulator:
         self.moments = np.zeros((n_design, n_components + pooled))
         self.log_likelihood = 0.0
         self.total_weight = 0.0
+        self.n_nonfinite = 0
 
     def add(self, phi, weighted_resp, log_norm, row_weights):
         self.moments += phi @ weighted_resp.T
         if row_weights is None:
-            self.log_likelihood += float(np.sum(log_norm, dtype=np.float64))
+            log_likelihood = float(np.sum(log_norm, dtype=np.float64))
             self.total_weight += phi.shape[1]
         else:
-            self.log_likelihood += float(np.dot(row_weights, log_norm.astype(np.float64)))
+            log_likelihood = float(np.dot(row_weights, log_norm.astype(np.float64)))
             self.total_weight += float(np.sum(row_weights, dtype=np.float64))
+        self.log_likelihood += log_likelihood
+        self.n_nonfinite += _count_nonfinite(log_norm, log_likelihood)
 
     def stats(self, reference):
         n_features = len(reference)
@@ -360,17 +381,48 @@ def _unpack_second(quadratic, covariance_type, n_features):
     return full if covariance_type == "full" else full[0]
 
 
-def _with_worst_rows(stats, block, log_norm, n_worst):
-    n_worst = min(n_worst, len(log_norm))
-    n_features = block.shape[1]
-    if n_worst == 0:
-        stats.worst_scores, stats.worst_points = np.empty(0), np.empty((0, n_features))
+class _LowestRows:
+    """The ``keep`` rows of a block with the lowest ``log p(x)``, found slice by slice.
+
+    Only rows below the current ``keep``-th lowest score are looked at again, so after the
+    first slice a slice costs one comparison per row, not a partition of the whole block.
+    Ties keep the earlier row.
+    """
+
+    def __init__(self, keep):
+        self.keep = keep
+        self.scores = np.empty(0)
+        self.indices = np.empty(0, dtype=np.intp)
+
+    def add(self, log_norm, start):
+        """Consider the rows ``start, start + 1, ...`` with scores ``log_norm``."""
+        if self.keep == 0:
+            return
+        if len(self.scores) == self.keep:
+            candidates = np.flatnonzero(log_norm < self.scores[-1])
+        else:
+            candidates = np.arange(len(log_norm))
+        if len(candidates) > self.keep:
+            candidates = candidates[np.argpartition(log_norm[candidates], self.keep - 1)]
+            candidates = candidates[: self.keep]
+        scores = np.concatenate([self.scores, log_norm[candidates].astype(np.float64)])
+        indices = np.concatenate([self.indices, candidates + start])
+        order = np.lexsort((indices, scores))[: self.keep]
+        self.scores, self.indices = scores[order], indices[order]
+
+    def attach(self, stats, block):
+        """Set ``stats.worst_scores`` and ``stats.worst_points`` (float64 rows of ``block``)."""
+        stats.worst_scores = self.scores
+        stats.worst_points = np.asarray(block[self.indices], dtype=np.float64).reshape(
+            len(self.indices), block.shape[1])
         return stats
-    lowest = np.argpartition(log_norm, n_worst - 1)[:n_worst]
-    lowest = lowest[np.argsort(log_norm[lowest], kind="stable")]
-    stats.worst_scores = log_norm[lowest].astype(np.float64)
-    stats.worst_points = np.asarray(block[lowest], dtype=np.float64)
-    return stats
+
+
+def _count_nonfinite(log_norm, log_likelihood):
+    """Rows of a slice whose ``log p(x)`` is not finite, counted only when their sum is not."""
+    if np.isfinite(log_likelihood):
+        return 0
+    return int(len(log_norm) - np.count_nonzero(np.isfinite(log_norm)))
 
 
 def em_block(block, row_weights, density, covariance_type):
@@ -399,7 +451,7 @@ def em_block(block, row_weights, density, covariance_type):
     phi_buffer = np.empty((n_design, step), dtype=density.dtype)
     resp_buffer = _weighted_resp_buffer(n_components, step, covariance_type, density.dtype)
     accumulator = _MomentAccumulator(n_design, n_components, covariance_type)
-    log_norms = np.empty(len(block), dtype=np.float64)
+    lowest = _LowestRows(min(n_components, len(block)))
     for rows in _row_slices(len(block), step):
         n_rows = rows.stop - rows.start
         phi = _design_matrix(block[rows], density.reference, covariance_type,
@@ -407,13 +459,13 @@ def em_block(block, row_weights, density, covariance_type):
         weighted_resp = resp_buffer[:, :n_rows]
         resp = np.matmul(density.coefficients, phi, out=weighted_resp[:n_components])
         log_norm = responsibilities_in_place(resp)
-        log_norms[rows] = log_norm
+        lowest.add(log_norm, rows.start)
         weights = None if row_weights is None else np.asarray(row_weights[rows], density.dtype)
         _weigh_responsibilities(weighted_resp, n_components, weights)
         accumulator.add(phi, weighted_resp, log_norm, weights)
     stats = accumulator.stats(density.reference.astype(np.float64))
-    stats.n_nonfinite = int(len(log_norms) - np.count_nonzero(np.isfinite(log_norms)))
-    return _with_worst_rows(stats, block, log_norms, n_components)
+    stats.n_nonfinite = accumulator.n_nonfinite
+    return lowest.attach(stats, block)
 
 
 def responsibility_block(block, row_weights, resp, reference, covariance_type):
@@ -443,7 +495,7 @@ def responsibility_block(block, row_weights, resp, reference, covariance_type):
     accumulator.add(phi, weighted_resp, np.zeros(len(block)), weights)
     stats = accumulator.stats(reference.astype(np.float64))
     stats.n_nonfinite = count_nonfinite_rows(phi[1 : 1 + block.shape[1]].T)
-    return _with_worst_rows(stats, block, np.zeros(len(block)), 0)
+    return _LowestRows(0).attach(stats, block)
 
 
 def score_block(block, density):

@@ -16,7 +16,7 @@ from ._compat import (
     DensityMixin,
     NotFittedError,
 )
-from .engine import DEFAULT_SPLIT_EVERY, map_reduce, map_rows
+from .engine import DEFAULT_SPLIT_EVERY, map_reduce, map_rows, single_threaded_blas
 from .init import initial_stats
 from .kernels import (
     em_block,
@@ -247,14 +247,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         random_state = as_random_state(self.random_state)
         self._dtype = source.dtype
         best = None
-        for init in range(n_init):
-            self._print_verbose_init_start(init)
-            params = self._initial_parameters(source, random_state) if do_init else self._params()
-            start_bound = -np.inf if do_init else self.lower_bound_
-            run = self._run_em(source, params, start_bound)
-            # As in scikit-learn: without iterations the last initialisation is kept.
-            if best is None or self.max_iter == 0 or run.lower_bound > best.lower_bound:
-                best = run
+        # One BLAS thread for the client's small M-step algebra too (see single_threaded_blas).
+        with single_threaded_blas():
+            for init in range(n_init):
+                self._print_verbose_init_start(init)
+                params = (self._initial_parameters(source, random_state) if do_init
+                          else self._params())
+                start_bound = -np.inf if do_init else self.lower_bound_
+                run = self._run_em(source, params, start_bound)
+                # As in scikit-learn: without iterations the last initialisation is kept.
+                if best is None or self.max_iter == 0 or run.lower_bound > best.lower_bound:
+                    best = run
         self._set_fitted(best, source.n_features)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
