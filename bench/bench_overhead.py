@@ -4,7 +4,8 @@ Two sweeps on one ``LocalCluster`` (2 workers x 1 thread, worker processes by de
 data generated on the workers and persisted (so no I/O is timed), ``GaussianMixture(8, 'full')``
 from explicit initial parameters, ``tol=0``:
 
-* **chunks**: N fixed (1e7 rows x 3 float64 = 240 MB), 10 to 10,000 chunks. For each chunking it
+* **chunks**: for each N of ``--n`` (1e7 and 1e8 rows x 3 float64: 240 MB and 2.4 GB), 10 to
+  10,000 chunks; chunkings of 1 MB or more and smaller ones in separate tables. For each chunking it
   reports the tasks one iteration runs (counted from the scheduler's task stream of a
   one-iteration fit), the least seconds per iteration, the pure kernel time (every worker calls
   ``daskgmm.kernels.em_block`` on the chunks it holds, in one task of its own, single-threaded
@@ -24,7 +25,8 @@ need text, which a hand-made canvas would not give legibly).
 Usage::
 
     python bench/bench_overhead.py                                   # full sweeps, up to 1e8 rows
-    python bench/bench_overhead.py --n-rows 1e6 --chunks 10,100,1000 --max-n 1e6 --iters 2
+    python bench/bench_overhead.py --n 1e6 --chunks 10,100,1000 --max-n 1e6 --iters 2
+    python bench/bench_overhead.py --n 1e8 --rows ""                 # chunk sweep at 1e8 only
 """
 
 import argparse
@@ -183,22 +185,10 @@ def _table_rows(results):
 
 
 def checks(by_chunks, by_rows):
-    """The claims, each 'PASS ...' or 'FAIL ...'."""
-    chunks = np.array([r["chunks"] for r in by_chunks], dtype=float)
-    tasks = np.array([r["tasks"] for r in by_chunks], dtype=float)
-    # Below 100 chunks the grouping of small chunks into tasks changes with the chunk count.
-    many = chunks >= 100
-    slope, intercept = np.polyfit(chunks[many], tasks[many], 1) if many.sum() >= 2 else (0, 0)
-    residual = np.max(np.abs(tasks[many] - (slope * chunks[many] + intercept)) / tasks[many],
-                      initial=np.inf if many.sum() < 2 else 0.0)
-    big = [r for r in by_chunks if r["chunk_bytes"] >= 1e6]
-    claims = {
-        f"tasks per iteration linear in chunks from 100 chunks (least squares: {slope:.3f} per "
-        f"chunk + {intercept:.0f}; largest deviation {100 * residual:.1f}% of the tasks, at "
-        "most 10%)": residual <= 0.10,
-        "overhead under 10% of the iteration at chunks of 1 MB or more":
-            bool(big) and all(r["share"] < 0.10 for r in big),
-    }
+    """The claims, each 'PASS ...' or 'FAIL ...'; ``by_chunks`` maps N to its chunk sweep."""
+    claims = {}
+    for n_rows, results in by_chunks.items():
+        claims.update(_chunk_claims(n_rows, results))
     large = [r for r in by_rows if r["rows"] >= 1e7]
     if len(large) >= 2:
         rows = np.log([r["rows"] for r in large])
@@ -208,6 +198,39 @@ def checks(by_chunks, by_rows):
     return [f"{'PASS' if ok else 'FAIL'} {claim}" for claim, ok in claims.items()]
 
 
+def _chunk_claims(n_rows, results):
+    """Tasks linear in the chunks, and overhead under 10% at chunks of 1 MB or more, at N."""
+    chunks = np.array([r["chunks"] for r in results], dtype=float)
+    tasks = np.array([r["tasks"] for r in results], dtype=float)
+    # Below 100 chunks the grouping of small chunks into tasks changes with the chunk count.
+    many = chunks >= 100
+    slope, intercept = np.polyfit(chunks[many], tasks[many], 1) if many.sum() >= 2 else (0, 0)
+    residual = np.max(np.abs(tasks[many] - (slope * chunks[many] + intercept)) / tasks[many],
+                      initial=np.inf if many.sum() < 2 else 0.0)
+    big = [r for r in results if r["chunk_bytes"] >= 1e6]
+    shares = ", ".join(f"{100 * r['share']:.1f}%" for r in big)
+    return {
+        f"N={n_rows:.0e}: tasks per iteration linear in chunks from 100 chunks (least squares: "
+        f"{slope:.3f} per chunk + {intercept:.0f}; largest deviation {100 * residual:.1f}% of "
+        "the tasks, at most 10%)": residual <= 0.10,
+        f"N={n_rows:.0e}: overhead under 10% of the iteration at chunks of 1 MB or more "
+        f"({shares})": bool(big) and all(r["share"] < 0.10 for r in big),
+    }
+
+
+def chunk_tables(by_chunks):
+    """One table per N and side of 1 MB per chunk."""
+    tables = []
+    for n_rows, results in by_chunks.items():
+        for title, keep in (("chunks of 1 MB or more", lambda r: r["chunk_bytes"] >= 1e6),
+                            ("chunks under 1 MB", lambda r: r["chunk_bytes"] < 1e6)):
+            chosen = [r for r in results if keep(r)]
+            if chosen:
+                tables.append(f"N={n_rows:,} rows, {title}:\n"
+                              + common.table(_table_rows(chosen), CHUNK_COLUMNS))
+    return tables
+
+
 def plot(by_chunks, by_rows, path):
     import matplotlib
 
@@ -215,17 +238,24 @@ def plot(by_chunks, by_rows, path):
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    chunks = [r["chunks"] for r in by_chunks]
-    left.loglog(chunks, [r["seconds"] for r in by_chunks], "o-", label="s / iteration")
-    left.loglog(chunks, [r["kernel"] for r in by_chunks], "s--", label="kernel (em_block)")
-    left.loglog(chunks, [max(r["overhead"], 1e-4) for r in by_chunks], "^:", label="overhead")
-    left.set_xlabel(f"chunks (N = {by_chunks[0]['rows']:.0e} rows)")
+    for n_rows, results in by_chunks.items():
+        chunks = [r["chunks"] for r in results]
+        left.loglog(chunks, [r["seconds"] for r in results], "o-", label=f"N={n_rows:.0e} s / it")
+        left.loglog(chunks, [r["kernel"] for r in results], "s--", label=f"N={n_rows:.0e} kernel")
+        left.loglog(chunks, [max(r["overhead"], 1e-4) for r in results], "^:",
+                    label=f"N={n_rows:.0e} overhead")
+    left.set_xlabel("chunks")
     left.set_ylabel("seconds")
-    twin = left.twinx()
-    twin.loglog(chunks, [r["tasks"] for r in by_chunks], "x-", color="grey", alpha=0.6)
-    twin.set_ylabel("tasks / iteration (grey)")
-    left.legend(loc="upper left", fontsize=8)
+    left.legend(loc="upper left", fontsize=7)
     left.set_title("per iteration against chunks")
+    if by_rows:
+        _plot_rows(right, by_rows)
+    figure.suptitle(f"daskgmm, K={N_COMPONENTS} full, D={N_FEATURES}, float64")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def _plot_rows(right, by_rows):
     rows = [r["rows"] for r in by_rows]
     right.loglog(rows, [r["seconds"] for r in by_rows], "o-", label="s / iteration")
     right.loglog(rows, [r["kernel"] for r in by_rows], "s--", label="kernel (em_block)")
@@ -235,14 +265,12 @@ def plot(by_chunks, by_rows, path):
     right.set_ylabel("seconds")
     right.legend(loc="upper left", fontsize=8)
     right.set_title("per iteration against N")
-    figure.suptitle(f"daskgmm, K={N_COMPONENTS} full, D={N_FEATURES}, float64")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n-rows", type=float, default=1e7, help="N of the chunk sweep (1e7)")
+    parser.add_argument("--n", "--n-rows", dest="n_rows", default="1e7,1e8",
+                        help="the Ns of the chunk sweep (1e7,1e8)")
     parser.add_argument("--chunks", default="10,30,100,300,1000,3000,10000",
                         help="chunk counts of the chunk sweep")
     parser.add_argument("--rows", default="1e5,3e5,1e6,3e6,1e7,3e7,1e8",
@@ -258,11 +286,12 @@ def main(argv=None):
     from distributed import Client, LocalCluster
 
     chunk_counts = [int(c) for c in args.chunks.split(",")]
-    row_counts = [int(float(n)) for n in args.rows.split(",") if float(n) <= args.max_n]
+    row_counts = [int(float(n)) for n in args.rows.split(",") if n and float(n) <= args.max_n]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=args.processes == "yes",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         client.run(common.import_daskgmm)
-        by_chunks = sweep_chunks(client, int(args.n_rows), chunk_counts, args.iters)
+        by_chunks = {int(float(n)): sweep_chunks(client, int(float(n)), chunk_counts, args.iters)
+                     for n in args.n_rows.split(",")}
         by_rows = sweep_rows(client, row_counts, args.chunk_mib * common.MiB, args.iters)
     print("\n".join(common.header()))
     print(f"cluster: LocalCluster(n_workers=2, threads_per_worker=1, "
@@ -271,10 +300,11 @@ def main(argv=None):
           f"{args.iters} kernel runs per point (the machine is shared: the least is the "
           "measurement least disturbed by other processes)")
     print()
-    print(common.table(_table_rows(by_chunks), CHUNK_COLUMNS))
+    print("\n\n".join(chunk_tables(by_chunks)))
     print()
-    print(common.table(_table_rows(by_rows), ROW_COLUMNS))
-    print()
+    if by_rows:
+        print(common.table(_table_rows(by_rows), ROW_COLUMNS))
+        print()
     lines = checks(by_chunks, by_rows)
     print("\n".join(lines))
     if args.png:

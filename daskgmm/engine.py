@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from functools import cached_property, reduce
 from operator import add
 
+import cloudpickle
 import dask
 import dask.array as da
 import numpy as np
@@ -31,6 +32,8 @@ _NUMPY_BLOCK_ELEMENTS = 1 << 20
 _TASK_BYTES = 32 * 2**20
 _MAX_BLOCKS_PER_TASK = 8
 _TASKS_PER_THREAD = 4
+# Block functions' arguments are copied into every block task up to this many bytes in all.
+_INLINE_ARGS_BYTES = 1 << 20
 
 
 _blas_controller = None
@@ -80,12 +83,15 @@ class RowData:
 
     ``data`` is a NumPy array or a Dask array chunked along rows only; ``weights`` is None or of
     the same kind with the same row blocks. ``row_starts`` holds the first row of every block.
+    ``last_result`` holds the future of the last pass's result on a distributed cluster (see
+    :func:`_compute`).
     """
 
     data: object
     weights: object
     row_starts: tuple
     block_rows: int = 0
+    last_result: object = None
 
     @property
     def is_dask(self):
@@ -171,18 +177,24 @@ def _numpy_map(source, block_fn, args, pass_position):
         return list(pool.map(run, items))
 
 
-def _combine_group(*parts):
-    return reduce(add, parts)
+def _combine_group(split_every, *parts):
+    """Merge consecutive partial results in their part of the fan-in ``split_every`` tree."""
+    return tree_reduce(parts, split_every)
 
 
-def _shared_args(args, name, layer):
-    """Put ``args`` in the graph once, as a key every block task depends on.
+def _shared_args(args, name, layer, n_tasks):
+    """What every block task takes as ``args``: the value itself if small, else a graph key.
 
-    A graph key (not scattered data) so that the scheduler can recompute it when the workers
-    holding it die.
+    Small arguments go into every task: a separate key would be one more task to run before
+    any block task can start, and (the scheduler batching its messages to a worker over 5 ms)
+    delay the first block tasks by up to that. Large ones go into the graph once, as a key
+    every block task depends on: a graph key (not scattered data) so that the scheduler can
+    recompute it when the workers holding it die.
     """
     from dask._task_spec import DataNode, TaskRef
 
+    if n_tasks * len(cloudpickle.dumps(args)) <= _INLINE_ARGS_BYTES:
+        return DataNode(None, args)
     args_key = (name + "-args",)
     layer[args_key] = DataNode(args_key, args)
     return TaskRef(args_key)
@@ -190,29 +202,44 @@ def _shared_args(args, name, layer):
 
 def _reduction_graph(source, block_fn, args, pass_position, split_every):
     """Build a graph mapping ``block_fn`` over the chunks and merging the results in a tree."""
-    from dask._task_spec import Task, TaskRef
+    from dask._task_spec import Task
 
     name = "daskgmm-pass-" + tokenize(source.data, source.weights, block_fn, args, pass_position)
     layer = {}
-    args_reference = _shared_args(args, name, layer)
+    args_reference = _shared_args(args, name, layer, len(source.task_blocks))
     level = []
     for index, blocks in enumerate(source.task_blocks):
         key = (name, 0, index)
         inputs = [item for block in blocks for item in block]
         layer[key] = Task(key, _apply_blocks, block_fn, pass_position, args_reference, *inputs)
         level.append(key)
+    final = _add_combine_levels(layer, name, level, split_every)
+    dependencies = [source.data] + ([] if source.weights is None else [source.weights])
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    return Delayed(final, graph, layer=name)
+
+
+def _add_combine_levels(layer, name, level, split_every):
+    """Add to ``layer`` the tasks merging the results at keys ``level``; return the last key.
+
+    Each task runs two levels of the fan-in ``split_every`` tree at once (:func:`tree_reduce`
+    on up to ``split_every ** 2`` consecutive results): the same tree, merged in the same order,
+    with half the round trips between workers and scheduler that each level costs.
+    """
+    from dask._task_spec import Task, TaskRef
+
+    fan_in = split_every**2
     depth = 0
     while len(level) > 1:
         depth += 1
         next_level = []
-        for i in range(0, len(level), split_every):
-            key = (name, depth, i // split_every)
-            layer[key] = Task(key, _combine_group, *[TaskRef(k) for k in level[i : i + split_every]])
+        for i in range(0, len(level), fan_in):
+            key = (name, depth, i // fan_in)
+            parts = [TaskRef(k) for k in level[i : i + fan_in]]
+            layer[key] = Task(key, _combine_group, split_every, *parts)
             next_level.append(key)
         level = next_level
-    dependencies = [source.data] + ([] if source.weights is None else [source.weights])
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    return Delayed(level[0], graph, layer=name)
+    return level[0]
 
 
 def _block_inputs(array):
@@ -276,9 +303,36 @@ def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT
     with single_threaded_blas():
         if source.is_dask:
             graph = _reduction_graph(source, block_fn, args, pass_position, split_every)
-            (result,) = dask.compute(graph)
-            return result
+            return _compute(source, graph)
         return tree_reduce(_numpy_map(source, block_fn, args, pass_position), split_every)
+
+
+def _compute(source, graph):
+    """Compute the one small value of ``graph``, on the distributed client if one is active.
+
+    With a client, the result's future is released only when the next pass over ``source`` has
+    been submitted. The client batches its messages to the scheduler over 10 ms: releasing the
+    result at once (as ``dask.compute`` does) would hold the next pass's graph, submitted a few
+    milliseconds later after the M-step, until those 10 ms are over.
+    """
+    client = _active_client()
+    if client is None:
+        (result,) = dask.compute(graph)
+        return result
+    future = client.compute(graph)
+    # Drops the previous pass's future: its release is sent after this graph.
+    source.last_result = future
+    return future.result()
+
+
+def _active_client():
+    """The distributed client that ``dask.compute`` would run on now, or None."""
+    try:
+        from distributed import Client
+    except ImportError:
+        return None
+    client = getattr(dask.base.get_scheduler(), "__self__", None)
+    return client if isinstance(client, Client) else None
 
 
 def map_rows(source, row_fn, *args, n_columns=None, dtype=None):
