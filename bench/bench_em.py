@@ -256,42 +256,19 @@ def persisted_dask_data(client, workload, scale, processes, chunk_mb):
     """
     import dask.array as da
 
+    import common  # dask and zarr: only in the Dask-mode children
+
     X, _ = make_data(workload, scale)
     n_workers = len(client.scheduler_info()["workers"])
     rows = chunk_rows(len(X), X.shape[1], n_workers, chunk_mb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Sending large graph": the data, sent once
-        data = balanced_persist(client, da.from_array(X, chunks=(rows, X.shape[1])))
+        data = common.balanced_persist(client, da.from_array(X, chunks=(rows, X.shape[1])))
     client.run(importlib.import_module, "daskgmm")  # imports are not the fit's memory
     logger.info("%s: persisted %d chunks of %d rows on %d workers (processes=%s), %s per worker",
                 workload.name, data.numblocks[0], rows, n_workers, processes,
-                sorted(chunks_per_worker(client, data).values()))
+                sorted(common.chunks_per_worker(client, data).values()))
     return data
-
-
-def balanced_persist(client, array):
-    """Persist ``array`` with its chunks spread evenly over the workers.
-
-    ``persist`` alone may leave 5 of 8 chunks on one worker and 3 on the other; every pass then
-    waits for the fuller worker (the scheduler does not move chunks this large to balance a
-    pass), which would measure the placement rather than daskgmm.
-    """
-    from distributed import wait
-
-    data = client.persist(array)
-    wait(data)
-    client.rebalance(data)
-    return data
-
-
-def chunks_per_worker(client, array):
-    """How many chunks of a persisted ``array`` each worker holds."""
-    holders = client.who_has(array)
-    counts = {}
-    for workers in holders.values():
-        for worker in workers:
-            counts[worker] = counts.get(worker, 0) + 1
-    return counts
 
 
 def measure(spec):

@@ -134,6 +134,31 @@ def chunk_keys(array):
 
 # ---------------------------------------------------------------------------- workers
 
+def balanced_persist(client, array):
+    """Persist ``array`` with its chunks spread evenly over the workers.
+
+    ``persist`` alone may leave 5 of 8 chunks on one worker and 3 on the other; every pass then
+    waits for the fuller worker (the scheduler does not move chunks this large to balance a
+    pass), which would measure the placement rather than daskgmm.
+    """
+    from distributed import wait
+
+    data = client.persist(array)
+    wait(data)
+    client.rebalance(data)
+    return data
+
+
+def chunks_per_worker(client, array):
+    """How many chunks of a persisted ``array`` each worker holds."""
+    holders = client.who_has(array)
+    counts = {}
+    for workers in holders.values():
+        for worker in workers:
+            counts[worker] = counts.get(worker, 0) + 1
+    return counts
+
+
 def import_daskgmm():
     """Import daskgmm's kernels in this process: run on fresh workers before a measurement.
 

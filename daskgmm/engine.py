@@ -83,7 +83,7 @@ class RowData:
 
     ``data`` is a NumPy array or a Dask array chunked along rows only; ``weights`` is None or of
     the same kind with the same row blocks. ``row_starts`` holds the first row of every block.
-    ``last_result`` holds the future of the last pass's result on a distributed cluster (see
+    ``last_result`` holds the futures of the last pass's results on a distributed cluster (see
     :func:`_compute`).
     """
 
@@ -201,7 +201,10 @@ def _shared_args(args, name, layer, n_tasks):
 
 
 def _reduction_graph(source, block_fn, args, pass_position, split_every):
-    """Build a graph mapping ``block_fn`` over the chunks and merging the results in a tree."""
+    """Build a graph mapping ``block_fn`` over the chunks and merging the results in a tree.
+
+    Returns the Delayed values of the tree's last level, for the caller to merge.
+    """
     from dask._task_spec import Task
 
     name = "daskgmm-pass-" + tokenize(source.data, source.weights, block_fn, args, pass_position)
@@ -213,25 +216,28 @@ def _reduction_graph(source, block_fn, args, pass_position, split_every):
         inputs = [item for block in blocks for item in block]
         layer[key] = Task(key, _apply_blocks, block_fn, pass_position, args_reference, *inputs)
         level.append(key)
-    final = _add_combine_levels(layer, name, level, split_every)
+    top = _add_combine_levels(layer, name, level, split_every)
     dependencies = [source.data] + ([] if source.weights is None else [source.weights])
     graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
-    return Delayed(final, graph, layer=name)
+    return [Delayed(key, graph, layer=name) for key in top]
 
 
 def _add_combine_levels(layer, name, level, split_every):
-    """Add to ``layer`` the tasks merging the results at keys ``level``; return the last key.
+    """Add to ``layer`` the tasks merging the results at keys ``level`` down to the last level.
 
-    Each task runs two levels of the fan-in ``split_every`` tree at once (:func:`tree_reduce`
-    on up to ``split_every ** 2`` consecutive results): the same tree, merged in the same order,
-    with half the round trips between workers and scheduler that each level costs.
+    Returns the keys of the tree's last level (at most ``split_every``), which the client
+    merges itself: fetching them costs the same round trip as fetching one merged result,
+    without first moving them to the worker of a final task. While more than
+    ``split_every ** 2`` results are left, each task runs two levels of the tree at once
+    (:func:`tree_reduce` on up to ``split_every ** 2`` consecutive results): the same tree,
+    merged in the same order, with half the round trips between workers and scheduler.
     """
     from dask._task_spec import Task, TaskRef
 
-    fan_in = split_every**2
     depth = 0
-    while len(level) > 1:
+    while len(level) > split_every:
         depth += 1
+        fan_in = split_every**2 if len(level) > split_every**2 else split_every
         next_level = []
         for i in range(0, len(level), fan_in):
             key = (name, depth, i // fan_in)
@@ -239,7 +245,7 @@ def _add_combine_levels(layer, name, level, split_every):
             layer[key] = Task(key, _combine_group, split_every, *parts)
             next_level.append(key)
         level = next_level
-    return level[0]
+    return level
 
 
 def _block_inputs(array):
@@ -297,32 +303,31 @@ def _apply_blocks(block_fn, pass_position, args, *blocks):
 def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT_SPLIT_EVERY):
     """Apply ``block_fn(block, weights, [position,] *args)`` to every block and merge with ``+``.
 
-    For Dask data this is one ``compute`` of one graph; only the merged result (a small value)
-    comes back to the client. For NumPy data the blocks run on a thread pool in-process.
+    For Dask data this is one ``compute`` of one graph; only the tree's last level (at most
+    ``split_every`` small values) comes back to the client, which merges it. For NumPy data the blocks run on a thread pool in-process.
     """
     with single_threaded_blas():
         if source.is_dask:
-            graph = _reduction_graph(source, block_fn, args, pass_position, split_every)
-            return _compute(source, graph)
+            top = _reduction_graph(source, block_fn, args, pass_position, split_every)
+            return tree_reduce(_compute(source, top), split_every)
         return tree_reduce(_numpy_map(source, block_fn, args, pass_position), split_every)
 
 
-def _compute(source, graph):
-    """Compute the one small value of ``graph``, on the distributed client if one is active.
+def _compute(source, delayed_values):
+    """Compute the small ``delayed_values`` of one pass, on the distributed client if active.
 
-    With a client, the result's future is released only when the next pass over ``source`` has
-    been submitted. The client batches its messages to the scheduler over 10 ms: releasing the
-    result at once (as ``dask.compute`` does) would hold the next pass's graph, submitted a few
-    milliseconds later after the M-step, until those 10 ms are over.
+    With a client, the results' futures are released only when the next pass over ``source``
+    has been submitted. The client batches its messages to the scheduler over 10 ms: releasing
+    the results at once (as ``dask.compute`` does) would hold the next pass's graph, submitted
+    a few milliseconds later after the M-step, until those 10 ms are over.
     """
     client = _active_client()
     if client is None:
-        (result,) = dask.compute(graph)
-        return result
-    future = client.compute(graph)
-    # Drops the previous pass's future: its release is sent after this graph.
-    source.last_result = future
-    return future.result()
+        return list(dask.compute(*delayed_values))
+    futures = client.compute(delayed_values)
+    # Drops the previous pass's futures: their release is sent after this graph.
+    source.last_result = futures
+    return client.gather(futures)
 
 
 def _active_client():

@@ -8,6 +8,8 @@ function that counts how often each chunk is read.
 import threading
 from collections import Counter
 from dataclasses import dataclass
+from functools import reduce
+from operator import add
 from uuid import uuid4
 
 import dask
@@ -205,6 +207,24 @@ def test_map_reduce_merges_blocks_in_the_same_fixed_tree(kind, threads):
 
     assert merged == MergeOrder(((((0, 1), 2), ((3, 4), 5)), 6))
 
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "distributed"])
+@pytest.mark.parametrize("n_chunks", [12, 40, 100])
+def test_dask_pass_merges_its_tasks_in_the_fixed_tree(n_chunks, scheduler, request):
+    # Enough chunks for combine tasks that run two levels of the tree at once, and for the
+    # client to merge the last level itself: still the tree of tree_reduce over the tasks.
+    if scheduler == "distributed":
+        request.getfixturevalue("client")
+    source = dask_row_data(da.from_array(np.zeros((n_chunks, 2)), chunks=(1, 2)), None)
+    task_results = [reduce(add, [MergeOrder(position.index) for position, _, _ in blocks])
+                    for blocks in source.task_blocks]
+
+    with dask.config.set(scheduler=scheduler):
+        merged = map_reduce(source, block_index, pass_position=True, split_every=3)
+
+    assert merged == tree_reduce(task_results, split_every=3)
+    assert merged != tree_reduce(task_results[::-1], split_every=3)
 
 def block_statistics(X, covariance_type, n_blocks):
     """The statistics of ``n_blocks`` consecutive row blocks of X under a fitted mixture."""
