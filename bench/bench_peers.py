@@ -41,7 +41,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 import common
-from bench_em import WORKLOADS, balanced_persist, initial_parameters, make_data
+from bench_em import WORKLOADS, initial_parameters, make_data
 from daskgmm._compat import ConvergenceWarning
 
 logger = logging.getLogger("bench_peers")
@@ -89,7 +89,7 @@ def daskgmm_cluster_seconds(workload, X, init, n_iter, repeats):
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        data = balanced_persist(client, da.from_array(X, chunks=(-(-len(X) // 8), -1)))
+        data = common.balanced_persist(client, da.from_array(X, chunks=(-(-len(X) // 8), -1)))
         return daskgmm_seconds(workload, data, init, n_iter, repeats)
 
 

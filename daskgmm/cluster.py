@@ -13,6 +13,7 @@ import difflib
 import importlib
 import importlib.util
 import secrets
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,10 @@ from .config import ConfigError
 # Keys of the cluster section that only some kinds use; ClusterKind.keys says which.
 KIND_KEYS = ("address", "minimum", "maximum", "cores", "memory", "queue", "account", "walltime",
              "image", "namespace", "spec")
+
+# Keys sizing kind local's LocalCluster. Other kinds ignore them with a warning rather than an
+# error, so that one config (configs/segment.yaml) also runs with --set cluster.kind=...
+LOCAL_SIZING_KEYS = ("threads_per_worker", "memory_limit", "processes")
 
 # Where kind kubernetes's workers get daskgmm's code when the job names no image.
 IMAGE_HINT = "ghcr.io/daskgmm/daskgmm:0.1.0"
@@ -67,7 +72,8 @@ def check_cluster(config):
     """Raise :class:`ConfigError` if the ``cluster`` section cannot describe a cluster.
 
     Checks that the kind is known, that no key of another kind is set, that the kind's
-    optional packages are installed, and the kind's own rules.
+    optional packages are installed, and the kind's own rules. Warns about keys sizing a
+    LocalCluster (:data:`LOCAL_SIZING_KEYS`) set for another kind, which ignores them.
     """
     kind = _kind(config)
     for key in KIND_KEYS:
@@ -75,6 +81,11 @@ def check_cluster(config):
             users = sorted(name for name, other in KINDS.items() if key in other.keys)
             raise ConfigError(f"only used with cluster.kind {' or '.join(users)} (kind is "
                               f"{config.kind})", f"cluster.{key}")
+    if config.kind != "local":
+        for key in LOCAL_SIZING_KEYS:
+            if getattr(config, key) is not None:
+                warnings.warn(f"cluster.{key} is ignored: it sizes cluster.kind local only "
+                              f"(kind is {config.kind})", stacklevel=2)
     kind.check(config)
 
 
@@ -169,11 +180,19 @@ def _local_options(config):
     options = {
         "n_workers": (config.minimum or 0) if config.adaptive else config.n_workers,
         "threads_per_worker": config.threads_per_worker,
-        "memory_limit": config.memory_limit,
-        "processes": config.processes,
+        "memory_limit": _local_memory_limit(config),
+        "processes": _local_processes(config),
         "dashboard_address": config.dashboard_address,
     }
     return {name: value for name, value in options.items() if value is not None}
+
+
+def _local_memory_limit(config):
+    return "auto" if config.memory_limit is None else config.memory_limit
+
+
+def _local_processes(config):
+    return True if config.processes is None else config.processes
 
 
 def _describe_local(config):
@@ -181,9 +200,9 @@ def _describe_local(config):
     if config.adaptive:
         workers = _describe_size(config)
     threads = config.threads_per_worker or "auto"
-    mode = "processes" if config.processes else "threads in this process"
+    mode = "processes" if _local_processes(config) else "threads in this process"
     return (f"local: LocalCluster with {workers} x {threads} thread(s), "
-            f"memory_limit {config.memory_limit}, {mode}")
+            f"memory_limit {_local_memory_limit(config)}, {mode}")
 
 
 def _open_local(config):

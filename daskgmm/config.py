@@ -329,8 +329,8 @@ class BatchConfig(Section):
 class ClusterConfig(Section):
     """Where the Dask work runs; ``kind`` names an entry of :data:`daskgmm.cluster.KINDS`.
 
-    ``local`` sizes a LocalCluster (``n_workers``, ``threads_per_worker``, ``memory_limit``,
-    ``processes``); ``address`` joins a running scheduler. ``slurm``, ``pbs`` and
+    ``local`` sizes a LocalCluster (``n_workers``, ``threads_per_worker``, ``memory_limit``:
+    ``auto`` if not set, ``processes``: true if not set); ``address`` joins a running scheduler. ``slurm``, ``pbs`` and
     ``kubernetes`` start one worker per batch job or pod, each with ``cores`` threads and
     ``memory``; ``queue``, ``account`` and ``walltime`` go to the batch system, ``image``,
     ``namespace`` and ``spec`` (a DaskCluster manifest used as the template) to the Dask
@@ -344,8 +344,8 @@ class ClusterConfig(Section):
     minimum: int | None = option(None, low=0)
     maximum: int | None = option(None, low=1)
     threads_per_worker: int | None = option(None, low=1)
-    memory_limit: str | int = "auto"
-    processes: bool = True
+    memory_limit: str | int | None = None
+    processes: bool | None = None
     dashboard_address: str | None = ":8787"
     timeout: float = option(30.0, low=0.0, low_open=True)
     cores: int | None = option(None, low=1)

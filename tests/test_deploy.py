@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tomllib
 import venv
+import warnings
 from pathlib import Path
 
 import dask.config
@@ -94,6 +95,26 @@ def test_cluster_mistakes_name_the_key(data, key, words):
     error = cluster_error(data)
     assert error.key == key and words in str(error)
 
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"kind": "slurm", "cores": 2, "memory": "1GiB", "n_workers": 1, "processes": False},
+     "processes"),
+    ({"kind": "address", "address": "tcp://h:1", "threads_per_worker": 2}, "threads_per_worker"),
+    ({"kind": "address", "address": "tcp://h:1", "memory_limit": "2GiB"}, "memory_limit"),
+])
+def test_local_sizing_keys_of_another_kind_are_ignored_with_a_warning(data, key):
+    config = ClusterConfig.from_dict(data, "cluster")
+    with pytest.warns(UserWarning, match=rf"cluster\.{key} is ignored: .*kind is {data['kind']}"):
+        check_cluster(config)
+
+
+def test_a_local_cluster_takes_its_sizing_keys_without_a_warning():
+    config = ClusterConfig.from_dict({"threads_per_worker": 1, "memory_limit": "1GiB",
+                                      "processes": False}, "cluster")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_cluster(config)
 
 def test_cluster_sections_round_trip():
     data = JobConfig.from_dict(parse_yaml(PBS_JOB)).to_dict()
