@@ -263,7 +263,8 @@ def persisted_dask_data(client, workload, scale, processes, chunk_mb):
     rows = chunk_rows(len(X), X.shape[1], n_workers, chunk_mb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Sending large graph": the data, sent once
-        data = common.balanced_persist(client, da.from_array(X, chunks=(rows, X.shape[1])))
+        data = common.balanced_persist(
+            client, lambda: da.from_array(X, chunks=(rows, X.shape[1])))
     client.run(importlib.import_module, "daskgmm")  # imports are not the fit's memory
     logger.info("%s: persisted %d chunks of %d rows on %d workers (processes=%s), %s per worker",
                 workload.name, data.numblocks[0], rows, n_workers, processes,

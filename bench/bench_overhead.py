@@ -50,7 +50,7 @@ SPLIT_EVERY = 8
 def measure(client, n_rows, chunk_rows, n_iter):
     """Seconds per iteration, tasks per iteration and kernel seconds for one chunking."""
     X = common.balanced_persist(
-        client, common.lazy_mixture(n_rows, N_FEATURES, N_COMPONENTS, chunk_rows))
+        client, lambda: common.lazy_mixture(n_rows, N_FEATURES, N_COMPONENTS, chunk_rows))
     try:
         seconds, model = _fit(X, n_iter)
         tasks, block_tasks = _tasks_per_iteration(client, X)

@@ -89,7 +89,8 @@ def daskgmm_cluster_seconds(workload, X, init, n_iter, repeats):
 
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        data = common.balanced_persist(client, da.from_array(X, chunks=(-(-len(X) // 8), -1)))
+        data = common.balanced_persist(
+            client, lambda: da.from_array(X, chunks=(-(-len(X) // 8), -1)))
         return daskgmm_seconds(workload, data, init, n_iter, repeats)
 
 

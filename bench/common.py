@@ -134,31 +134,31 @@ def chunk_keys(array):
 
 # ---------------------------------------------------------------------------- workers
 
-def balanced_persist(client, array):
-    """Persist ``array`` with its row chunks dealt evenly to the workers, in contiguous runs.
+def balanced_persist(client, build):
+    """Persist the array ``build()`` makes with its row chunks dealt evenly to the workers.
 
     ``persist`` alone may leave 6 of 10 chunks on one worker and 4 on the other; every pass then
     waits for the fuller worker (the scheduler does not move chunks this large to balance a
     pass), which would measure the placement rather than daskgmm. ``client.rebalance`` does not
-    help: it balances memory only once a worker holds 30% of its limit. So chunk ``i`` of ``n``
-    is copied to worker ``i * workers // n`` (runs of consecutive chunks, as daskgmm groups
-    small chunks into one task) and kept there.
+    help: it balances memory only once a worker holds 30% of its limit. So the array is built
+    again with a worker annotation: chunk ``i`` of ``n`` is made on worker ``i * workers // n``
+    (runs of consecutive chunks, as daskgmm groups small chunks into one task) and stays there.
     """
     import dask
     from distributed import wait
 
     workers = sorted(client.scheduler_info()["workers"])
-    n_chunks = array.numblocks[0]
+    n_chunks = build().numblocks[0]
 
     def holder(key):
         return [workers[key[1] * len(workers) // n_chunks]]
 
     with dask.annotate(workers=holder, allow_other_workers=False):
-        placed = array.map_blocks(np.copy, dtype=array.dtype)
-    data = client.persist(placed, optimize_graph=False)
+        array = build()
+    data = client.persist(array, optimize_graph=False)
     wait(data)
     counts = chunks_per_worker(client, data)
-    if max(counts.values()) - min(counts.values()) > 1 or len(counts) < min(n_chunks, len(workers)):
+    if len(counts) < min(n_chunks, len(workers)) or max(counts.values()) - min(counts.values()) > 1:
         raise RuntimeError(f"chunks not spread evenly over the workers: {counts}")
     return data
 
