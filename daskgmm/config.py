@@ -330,12 +330,13 @@ class ClusterConfig(Section):
     """Where the Dask work runs; ``kind`` names an entry of :data:`daskgmm.cluster.KINDS`.
 
     ``local`` sizes a LocalCluster (``n_workers``, ``threads_per_worker``, ``memory_limit``:
-    ``auto`` if not set, ``processes``: true if not set); ``address`` joins a running scheduler. ``slurm``, ``pbs`` and
-    ``kubernetes`` start one worker per batch job or pod, each with ``cores`` threads and
-    ``memory``; ``queue``, ``account`` and ``walltime`` go to the batch system, ``image``,
-    ``namespace`` and ``spec`` (a DaskCluster manifest used as the template) to the Dask
-    operator. ``n_workers`` is a fixed size; ``minimum``/``maximum`` scale adaptively instead.
-    Which kinds use which key is checked by :func:`daskgmm.cluster.check_cluster`.
+    ``auto`` if not set, ``processes``: true if not set); ``address`` joins a running
+    scheduler. ``slurm``, ``pbs`` and ``kubernetes`` start one worker per batch job or pod,
+    each with ``cores`` threads and ``memory``; ``queue``, ``account`` and ``walltime`` go to
+    the batch system, ``image``, ``namespace`` and ``spec`` (a DaskCluster manifest used as the
+    template) to the Dask operator. ``n_workers`` is a fixed size; ``minimum``/``maximum``
+    scale adaptively instead. Which kinds use which key is checked by
+    :func:`daskgmm.cluster.check_cluster`.
     """
 
     kind: str = "local"

@@ -304,7 +304,8 @@ def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT
     """Apply ``block_fn(block, weights, [position,] *args)`` to every block and merge with ``+``.
 
     For Dask data this is one ``compute`` of one graph; only the tree's last level (at most
-    ``split_every`` small values) comes back to the client, which merges it. For NumPy data the blocks run on a thread pool in-process.
+    ``split_every`` small values) comes back to the client, which merges it. For NumPy data
+    the blocks run on a thread pool in-process.
     """
     with single_threaded_blas():
         if source.is_dask:
