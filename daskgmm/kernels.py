@@ -27,13 +27,18 @@ from .covariance import log_det_cholesky
 # Rows per slice are chosen so that the design matrix of one slice holds about this many
 # elements (2 MiB of float64): small enough that a slice's design matrix and responsibilities
 # stay in the caches between the E-step and the statistics (8 MB slices spill and slow every
-# step), large enough that the Python cost of a slice's dozen NumPy calls stays small. Measured
-# on the 2-core AMD EPYC of bench/README.md, seconds per iteration against 512 KiB slices:
-# W1 0.053 -> 0.040, W3 0.060 -> 0.051, W2 unchanged; 4 and 8 MiB slower again. At least
-# _MIN_SLICE_ROWS rows whatever the number of design features.
+# step), large enough that the Python cost of a slice's dozen NumPy calls stays small. At least
+# _MIN_SLICE_ROWS rows whatever the number of design features, and at most _MAX_SLICE_ROWS, so
+# that the slice's per-row temporaries (float64 vectors of its length) stay under glibc's
+# 128 KiB mmap threshold: Dask's nanny pins that threshold (it sets MALLOC_TRIM_THRESHOLD_ for
+# its workers), and above it every temporary is a fresh mapping whose pages fault anew on every
+# slice. Measured on the 2-core AMD EPYC of bench/README.md, seconds per iteration, NumPy input,
+# in a worker's environment / in a plain process: W1 0.058 / 0.054 with the former 512 KiB
+# slices, 0.074 / 0.042 with 2 MiB slices of 26,214 rows, 0.047 / 0.044 with 2 MiB capped at
+# 16,000 rows; W3 0.083 -> 0.067 in a worker's environment; W2 unchanged.
 _SLICE_ELEMENTS = 1 << 18
 _MIN_SLICE_ROWS = 1024
-_MAX_SLICE_ROWS = 1 << 15
+_MAX_SLICE_ROWS = 16_000
 
 
 def as_float_block(block):

@@ -24,7 +24,7 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from conftest import COVARIANCE_TYPES, initial_parameters, make_blobs
 from daskgmm import ComponentReseedWarning, GaussianMixture
 from daskgmm.engine import dask_row_data, map_reduce, numpy_row_data, tree_reduce
-from daskgmm.kernels import em_block, make_log_density
+from daskgmm.kernels import _slice_length, em_block, make_log_density, n_design_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -377,3 +377,15 @@ def test_component_far_from_the_data_is_reseeded(covariance_type, kind, threads)
         assert np.isfinite(getattr(model, name)).all(), name
     assert np.all(model.weights_ > 0)
     assert np.all((blobs.min(axis=0) <= model.means_) & (model.means_ <= blobs.max(axis=0)))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("n_features", [1, 3, 32, 200])
+def test_slice_temporaries_stay_under_the_mmap_threshold(covariance_type, n_features):
+    # Dask's nanny pins glibc's mmap threshold at 128 KiB (see daskgmm.kernels): a slice's
+    # per-row float64 temporaries must stay under it, or each one faults fresh pages.
+    n_design = n_design_features(covariance_type, n_features)
+
+    rows = _slice_length(n_design, 10**8)
+
+    assert 1 <= rows and rows * np.dtype(np.float64).itemsize < 128 * 2**10
