@@ -16,6 +16,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+import zarr
 from dask.callbacks import Callback
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.metrics import adjusted_rand_score
@@ -389,3 +390,20 @@ def test_slice_temporaries_stay_under_the_mmap_threshold(covariance_type, n_feat
     rows = _slice_length(n_design, 10**8)
 
     assert 1 <= rows and rows * np.dtype(np.float64).itemsize < 128 * 2**10
+
+
+def test_passes_over_a_zarr_array_run_on_every_worker(tmp_path, client):
+    # Each chunk's read depends on the one key holding the Zarr array object; unless that is
+    # copied into the tasks, the scheduler runs every block task on the worker holding it.
+    from distributed import get_task_stream
+
+    data = make_blobs(n_samples=200_000, n_features=3, n_components=N_COMPONENTS)
+    zarr.create_array(str(tmp_path / "X.zarr"), data=data, chunks=(10_000, 3))
+    X = da.from_zarr(str(tmp_path / "X.zarr"))
+
+    init = initial_parameters(data, "full")
+    with get_task_stream(client) as stream:
+        GaussianMixture(N_COMPONENTS, max_iter=3, tol=0.0, **init).fit(X)
+
+    workers = Counter(task["worker"] for task in stream.data if "daskgmm-pass" in str(task["key"]))
+    assert len(workers) == 2 and min(workers.values()) >= 0.25 * sum(workers.values())

@@ -64,10 +64,12 @@ def model(means_init, **params):
 
 
 def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path):
-    data = make_blobs(n_samples=400_000, seed=1, scale=2.0)
+    # Enough rows that the passes after the second iteration last long enough (hundreds of
+    # milliseconds in all) for the victim to be caught running one.
+    data = make_blobs(n_samples=2_000_000, seed=1, scale=2.0)
     # make_blobs stacks its three components: the first, middle and last rows lie one in each.
     means = data[[0, len(data) // 2, len(data) - 1]]
-    X = write_zarr(tmp_path / "X.zarr", data, chunk_rows=20_000)
+    X = write_zarr(tmp_path / "X.zarr", data, chunk_rows=100_000)
     max_iter = 10
     # The pool is the outer context: on failure the cluster is torn down before the pool waits.
     with ThreadPoolExecutor(1) as pool, process_cluster(tmp_path) as (client, workers):

@@ -104,8 +104,10 @@ def labels(output):
 
 def test_job_survives_a_killed_worker_and_saves_the_same_model(tmp_path):
     data = tmp_path / "rows.zarr"
-    zarr.create_array(str(data), data=make_blobs(n_samples=200_000, seed=1, scale=2.0),
-                      chunks=(10_000, 3))
+    # Enough rows that the passes after the second iteration last long enough (hundreds of
+    # milliseconds in all) for the victim to be caught running one.
+    zarr.create_array(str(data), data=make_blobs(n_samples=2_000_000, seed=1, scale=2.0),
+                      chunks=(100_000, 3))
     reference, output = tmp_path / "reference", tmp_path / "out"
     with process_cluster(tmp_path, nanny=True) as (client, _):
         address = client.scheduler.address
