@@ -18,7 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
-from dask.core import flatten
+from dask.core import flatten, iskey
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from threadpoolctl import ThreadpoolController
@@ -264,33 +264,30 @@ def _block_inputs(array):
     keys = list(flatten(array.__dask_keys__()))
     layer = graph.layers.get(array.name) if isinstance(graph, HighLevelGraph) else graph
     tasks = dict(layer) if layer is not None else {}
-    data = _small_data_of(array, graph)
+    needed = {key for task in tasks.values() if isinstance(task, Task) for key in task.dependencies}
+    data = _small_data(array, graph, needed)
     return [_with_data(tasks[key], data) if isinstance(tasks.get(key), Task) else TaskRef(key)
             for key in keys]
 
 
-def _small_data_of(array, graph):
-    """The keys of plain data (not tasks) that ``array``'s chunks depend on, up to
-    ``_INLINE_DATA_BYTES`` each, as ``{key: DataNode}``: the Zarr array object of from_zarr."""
-    from dask._task_spec import DataNode, GraphNode
+def _small_data(array, graph, keys):
+    """Those of ``keys`` that ``array``'s graph holds as plain data (not tasks) of at most
+    ``_INLINE_DATA_BYTES``, as ``{key: DataNode}``: the Zarr array object of from_zarr."""
+    from dask._task_spec import DataNode, convert_legacy_graph
     from dask.highlevelgraph import MaterializedLayer
     from dask.sizeof import sizeof
 
     if isinstance(graph, HighLevelGraph):
-        names = graph.dependencies.get(array.name, ())
-        items = [item for name in names if isinstance(graph.layers[name], MaterializedLayer)
-                 for item in graph.layers[name].mapping.items()]
+        layers = [graph.layers[name].mapping for name in graph.dependencies.get(array.name, ())
+                  if isinstance(graph.layers[name], MaterializedLayer)]
     else:
-        items = graph.items()
-    data = {}
-    for key, value in items:
-        if isinstance(value, DataNode):
-            value = value.value
-        elif isinstance(value, GraphNode):
-            continue
-        if sizeof(value) <= _INLINE_DATA_BYTES:
-            data[key] = DataNode(key, value)
-    return data
+        layers = [graph]
+    # A value that could be a key would be an alias to another key, not data.
+    found = {key: layer[key] for layer in layers for key in keys
+             if key in layer and not iskey(layer[key])}
+    nodes = convert_legacy_graph(found) if found else {}
+    return {key: node for key, node in nodes.items()
+            if isinstance(node, DataNode) and sizeof(node.value) <= _INLINE_DATA_BYTES}
 
 
 def _with_data(task, data):
