@@ -1,10 +1,10 @@
 """Scheduler overhead: seconds per EM iteration against the number of chunks, and against N.
 
 Two sweeps on one ``LocalCluster`` (2 workers x 1 thread, worker processes by default), with the
-data generated on the workers, persisted (so no I/O is timed) and rebalanced (``persist`` alone
-may leave 56% of the chunks on one worker, and every pass then waits for it: that measures the
-placement, not daskgmm), ``GaussianMixture(8, 'full')`` from explicit initial parameters,
-``tol=0``:
+data generated on the workers and persisted (so no I/O is timed) with the chunks dealt evenly to
+the workers (``common.balanced_persist``: ``persist`` alone may leave 56% of the chunks on one
+worker, and every pass then waits for it, which measures the placement, not daskgmm),
+``GaussianMixture(8, 'full')`` from explicit initial parameters, ``tol=0``:
 
 * **chunks**: for each N of ``--n`` (1e7 and 1e8 rows x 3 float64: 240 MB and 2.4 GB), 10 to
   10,000 chunks; chunkings of 1 MB or more and smaller ones in separate tables. For each chunking it
