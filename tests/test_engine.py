@@ -24,7 +24,8 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 from conftest import COVARIANCE_TYPES, initial_parameters, make_blobs
 from daskgmm import ComponentReseedWarning, GaussianMixture
-from daskgmm.engine import dask_row_data, map_reduce, numpy_row_data, tree_reduce
+from daskgmm.engine import (
+    _reduction_graph, dask_row_data, map_reduce, numpy_row_data, tree_reduce)
 from daskgmm.kernels import _slice_length, em_block, make_log_density, n_design_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -214,7 +215,8 @@ def test_map_reduce_merges_blocks_in_the_same_fixed_tree(kind, threads):
 @pytest.mark.parametrize("n_chunks", [12, 40, 100])
 def test_dask_pass_merges_its_tasks_in_the_fixed_tree(n_chunks, scheduler, request):
     # Enough chunks for combine tasks that run two levels of the tree at once, and for the
-    # client to merge the last level itself: still the tree of tree_reduce over the tasks.
+    # client to merge the last level (first pass) or two levels (second pass, the results
+    # being small) itself: always the tree of tree_reduce over the tasks.
     if scheduler == "distributed":
         request.getfixturevalue("client")
     source = dask_row_data(da.from_array(np.zeros((n_chunks, 2)), chunks=(1, 2)), None)
@@ -222,10 +224,31 @@ def test_dask_pass_merges_its_tasks_in_the_fixed_tree(n_chunks, scheduler, reque
                     for blocks in source.task_blocks]
 
     with dask.config.set(scheduler=scheduler):
-        merged = map_reduce(source, block_index, pass_position=True, split_every=3)
+        first = map_reduce(source, block_index, pass_position=True, split_every=3)
+        second = map_reduce(source, block_index, pass_position=True, split_every=3)
 
-    assert merged == tree_reduce(task_results, split_every=3)
-    assert merged != tree_reduce(task_results[::-1], split_every=3)
+    assert first == second == tree_reduce(task_results, split_every=3)
+    assert first != tree_reduce(task_results[::-1], split_every=3)
+
+
+def combine_tasks(source, split_every):
+    """The combine tasks in the graph of a pass of ``block_index`` over ``source``."""
+    (top, *_) = _reduction_graph(source, block_index, (), True, split_every)
+    return [key for key in top.dask if key[0] == top.key[0] and key[1] > 0]
+
+
+@pytest.mark.parametrize(("result_nbytes", "expected"), [(None, 2), (100, 0), (1 << 20, 2)])
+def test_client_merges_two_levels_only_of_results_seen_to_be_small(result_nbytes, expected):
+    # 6 chunks, one task each; split_every=3: two combine tasks leave 2 results for the
+    # client (one level), or the client takes all 6 (two levels: at most 9) if the previous
+    # pass's results were small enough for 9 of them to be fetched.
+    source = dask_row_data(da.from_array(np.zeros((6, 2)), chunks=(1, 2)), None)
+    if result_nbytes is not None:
+        source.result_nbytes[block_index] = result_nbytes
+
+    assert len(source.task_blocks) == 6
+    assert len(combine_tasks(source, split_every=3)) == expected
+
 
 def block_statistics(X, covariance_type, n_blocks):
     """The statistics of ``n_blocks`` consecutive row blocks of X under a fitted mixture."""
