@@ -2,7 +2,8 @@
 
 This is the only module that builds Dask graphs for EM. A pass applies a block function (from
 :mod:`daskgmm.kernels` or :mod:`daskgmm.init`) to every block of rows and merges the small results
-with ``+`` in a fixed tree, so the result does not depend on which worker or thread ran a block.
+with ``+`` in a fixed tree over the blocks (:mod:`daskgmm.tree`), so the result does not depend on
+which worker or thread ran a block, nor on how blocks were grouped into tasks.
 """
 
 import os
@@ -24,6 +25,7 @@ from dask.highlevelgraph import HighLevelGraph
 from threadpoolctl import ThreadpoolController
 
 from .kernels import float_dtype_of
+from .tree import PartialTree, tree_reduce
 
 DEFAULT_SPLIT_EVERY = 8
 # NumPy input is cut into blocks of about this many elements (8 MB of float64).
@@ -89,7 +91,7 @@ class RowData:
     the same kind with the same row blocks. ``row_starts`` holds the first row of every block.
     ``last_result`` holds the futures of the last pass's results on a distributed cluster (see
     :func:`_compute`); ``result_nbytes`` the size of one block function's result, by function,
-    pickled, as last seen (see :func:`_client_levels`).
+    pickled, as last seen (see :func:`_client_merges`).
     """
 
     data: object
@@ -127,16 +129,26 @@ class RowData:
     def task_blocks(self):
         """Dask data only: the blocks each first-level task of a pass runs, in order.
 
-        Runs of consecutive blocks (see :func:`_blocks_per_task`), each block given as
-        ``(position, data input, weights input)``. Fixed by the chunking alone, so a pass
-        merges the same partial results in the same order whichever worker runs a task.
+        Runs of consecutive blocks (see :func:`_task_runs`), each block given as
+        ``(position, data input, weights input)``. How the blocks are cut into runs decides
+        where the work runs, never the result (:mod:`daskgmm.tree`).
         """
-        weights = (
-            [None] * self.n_blocks if self.weights is None else _block_inputs(self.weights)
-        )
-        blocks = list(zip(self.positions(), _block_inputs(self.data), weights))
-        size = _blocks_per_task(self.data)
-        return [blocks[i : i + size] for i in range(0, len(blocks), size)]
+        from dask._task_spec import TaskRef
+
+        weights = [None] * self.n_blocks if self.weights is None else _block_inputs(self.weights)
+        blocks = list(zip(self.positions(), self._data_inputs, weights))
+        held = all(isinstance(item, TaskRef) for item in self._data_inputs)
+        return _task_runs(blocks, _blocks_per_task(self.data, held), self.chunk_holders)
+
+    @cached_property
+    def chunk_holders(self):
+        """Dask data only: the worker holding each chunk, if every chunk is held in memory
+        (persisted) on the cluster of the active distributed client, else None."""
+        return _holders(self.data, self._data_inputs)
+
+    @cached_property
+    def _data_inputs(self):
+        return _block_inputs(self.data)
 
 
 def numpy_row_data(data, weights, block_rows=None):
@@ -160,15 +172,6 @@ def _numpy_blocks(source):
         yield source.data[rows], weights, position
 
 
-def tree_reduce(values, split_every=DEFAULT_SPLIT_EVERY, combine=add):
-    """Merge ``values`` with ``combine`` in a fixed tree of fan-in ``split_every``."""
-    values = list(values)
-    while len(values) > 1:
-        values = [reduce(combine, values[i : i + split_every])
-                  for i in range(0, len(values), split_every)]
-    return values[0]
-
-
 def _numpy_map(source, block_fn, args, pass_position):
     def run(item):
         block, weights, position = item
@@ -183,9 +186,9 @@ def _numpy_map(source, block_fn, args, pass_position):
         return list(pool.map(run, items))
 
 
-def _combine_group(split_every, *parts):
-    """Merge consecutive partial results in their part of the fan-in ``split_every`` tree."""
-    return tree_reduce(parts, split_every)
+def _combine_group(*parts):
+    """Merge the partial trees of consecutive runs of blocks."""
+    return reduce(add, parts)
 
 
 def _shared_args(args, name, layer, n_tasks):
@@ -207,69 +210,77 @@ def _shared_args(args, name, layer, n_tasks):
 
 
 def _reduction_graph(source, block_fn, args, pass_position, split_every):
-    """Build a graph mapping ``block_fn`` over the chunks and merging the results in a tree.
+    """Build a graph mapping ``block_fn`` over the chunks and merging the results' partial trees.
 
-    Returns the Delayed values of the tree's last one or two levels (:func:`_client_levels`),
-    for the caller to merge.
+    Returns the Delayed partial trees left for the client to merge (:func:`_client_merges`).
     """
     from dask._task_spec import Task
 
-    client_levels = _client_levels(source, block_fn, split_every)
-    # The tree's shape is in the name: a key must never stand for two different merges.
+    client_merges = _client_merges(source, block_fn, split_every)
+    # The graph's shape is in the name: a key must never stand for two different merges.
     name = "daskgmm-pass-" + tokenize(source.data, source.weights, block_fn, args, pass_position,
-                                      split_every, client_levels)
+                                      split_every, client_merges)
     layer = {}
     args_reference = _shared_args(args, name, layer, len(source.task_blocks))
     level = []
     for index, blocks in enumerate(source.task_blocks):
         key = (name, 0, index)
         inputs = [item for block in blocks for item in block]
-        layer[key] = Task(key, _apply_blocks, block_fn, pass_position, args_reference, *inputs)
+        layer[key] = Task(key, _apply_blocks, block_fn, pass_position, args_reference,
+                          (source.n_blocks, split_every), *inputs)
         level.append(key)
-    top = _add_combine_levels(layer, name, level, split_every, client_levels)
-    dependencies = [source.data] + ([] if source.weights is None else [source.weights])
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=dependencies)
+    top = _add_combine_tasks(layer, name, level, split_every, client_merges)
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=_graph_dependencies(source))
     return [Delayed(key, graph, layer=name) for key in top]
 
 
-def _client_levels(source, block_fn, split_every):
-    """How many of the merge tree's last levels the client merges itself: one or two.
+def _graph_dependencies(source):
+    """The collections whose graphs a pass's graph must carry.
+
+    Not the data's when its chunks are held on the cluster: the block tasks refer to their keys,
+    which the scheduler knows, and sending the keys' graph with every pass made the scheduler
+    take 17-26 ms to start a pass over 1,000 held chunks (ordering and checking every key).
+    """
+    data = [] if source.chunk_holders is not None else [source.data]
+    return data + ([] if source.weights is None else [source.weights])
+
+
+def _client_merges(source, block_fn, split_every):
+    """How many partial results the client fetches and merges itself.
 
     Fetching a few small results costs the client the same round trip as fetching one, without
     first moving them to the worker of a combine task and waiting for it there (a pass over 10
-    chunks of 24 MB on 2 worker processes: 195 ms instead of 205). So the client merges the
-    last two levels (at most ``split_every ** 2`` results) if they hold at most
-    ``_CLIENT_MERGE_BYTES``, judging by the size of ``block_fn``'s result in the previous pass
-    over ``source``, else (and on a first pass) only the last level.
+    chunks of 24 MB on 2 worker processes: 195 ms instead of 205). So the client merges up to
+    ``split_every ** 2`` results if they hold at most ``_CLIENT_MERGE_BYTES``, judging by the
+    size of ``block_fn``'s result in the previous pass over ``source``, else (and on a first
+    pass) up to ``split_every``.
     """
     nbytes = source.result_nbytes.get(block_fn)
     if nbytes is not None and nbytes * split_every**2 <= _CLIENT_MERGE_BYTES:
-        return 2
-    return 1
+        return split_every**2
+    return split_every
 
 
-def _add_combine_levels(layer, name, level, split_every, client_levels):
-    """Add to ``layer`` the tasks merging the results at keys ``level`` down to the levels the
-    client merges.
+def _add_combine_tasks(layer, name, level, split_every, client_merges):
+    """Add to ``layer`` tasks merging the results at keys ``level`` until at most
+    ``client_merges`` are left, and return their keys.
 
-    Returns the keys of the tree's last ``client_levels`` levels (at most
-    ``split_every ** client_levels`` results). While more than ``split_every`` times that many
-    results are left, each task runs two levels of the tree at once (:func:`tree_reduce` on up
-    to ``split_every ** 2`` consecutive results): the same tree, merged in the same order, with
-    half the round trips between workers and scheduler.
+    Each task merges ``split_every`` consecutive results, or ``split_every ** 2`` while more
+    than ``split_every * client_merges`` are left (half the round trips between workers and
+    scheduler). Partial trees merge into the same tree in any grouping (:mod:`daskgmm.tree`),
+    so this shapes only the work, never the result.
     """
     from dask._task_spec import Task, TaskRef
 
     depth = 0
-    client_size = split_every**client_levels
-    while len(level) > client_size:
+    while len(level) > client_merges:
         depth += 1
-        fan_in = split_every**2 if len(level) > split_every * client_size else split_every
+        fan_in = split_every**2 if len(level) > split_every * client_merges else split_every
         next_level = []
         for i in range(0, len(level), fan_in):
             key = (name, depth, i // fan_in)
             parts = [TaskRef(k) for k in level[i : i + fan_in]]
-            layer[key] = Task(key, _combine_group, split_every, *parts)
+            layer[key] = Task(key, _combine_group, *parts)
             next_level.append(key)
         level = next_level
     return level
@@ -326,15 +337,57 @@ def _with_data(task, data):
     return task.substitute(subs) if subs else task
 
 
-def _blocks_per_task(array):
-    """How many consecutive chunks of ``array`` one first-level task of a pass runs.
+def _task_runs(blocks, size, holders=None):
+    """Cut ``blocks`` into runs of at most ``size``, starting at multiples of ``size`` and
+    wherever the next block is held by another worker (``holders``, one per block, or None).
 
-    One, unless chunks are small: then up to ``_MAX_BLOCKS_PER_TASK`` of them and about
-    ``_TASK_BYTES`` of data per task, so that a task's fixed cost on the scheduler and the
-    worker (about a millisecond) stays small against its work; but never so many that fewer
-    than ``_TASKS_PER_THREAD`` tasks are left per thread of the cluster to spread evenly.
+    So that no task of a pass over persisted chunks waits for another worker's chunks to be
+    moved to it, and every worker runs the chunks it holds (a pass is then as balanced as the
+    chunks are: 100 chunks held 50 and 50 by two workers, cut into 13 runs of 8 regardless,
+    made 7 tasks and 52 chunks for one worker and 6 tasks for the other).
+    """
+    runs = []
+    for index, block in enumerate(blocks):
+        moved = holders is not None and index > 0 and holders[index] != holders[index - 1]
+        if not runs or index % size == 0 or moved:
+            runs.append([])
+        runs[-1].append(block)
+    return runs
+
+
+def _holders(array, inputs):
+    """The worker holding each chunk of ``array`` (``inputs``: :func:`_block_inputs`), if all
+    are key references held on the distributed cluster of the active client, else None."""
+    from dask._task_spec import TaskRef
+
+    client = _active_client()
+    if client is None or not all(isinstance(item, TaskRef) for item in inputs):
+        return None
+    try:
+        who_has = client.who_has(array)
+    except ValueError:
+        return None
+    holders = [min(who_has.get(item.key) or ("",)) for item in inputs]
+    return holders if all(holders) else None
+
+
+def _blocks_per_task(array, held):
+    """How many consecutive chunks of ``array`` one first-level task of a pass runs, at most.
+
+    Chunks already held in memory (``held``: persisted) are run a thread's share to a task:
+    a task costs a few milliseconds of the scheduler's and the worker's time besides its
+    work (on 2 cores, 2.4 MB chunks one to a task spent 17% of a pass outside the kernel),
+    and a task of held chunks costs no memory. Runs also end where the holding worker
+    changes (:func:`_task_runs`), so each worker gets about one task per thread.
+
+    Chunks that a task computes (read, generate) are held in memory by the task all at once:
+    one to a task, unless small; then up to ``_MAX_BLOCKS_PER_TASK`` of them and about
+    ``_TASK_BYTES`` of data per task, but never so many that fewer than
+    ``_TASKS_PER_THREAD`` tasks are left per thread of the cluster to spread evenly.
     """
     n_chunks = array.numblocks[0]
+    if held:
+        return max(1, -(-n_chunks // _cluster_threads()))
     by_size = int(_TASK_BYTES * n_chunks // max(array.nbytes, 1))
     by_parallelism = n_chunks // (_TASKS_PER_THREAD * _cluster_threads())
     return max(1, min(_MAX_BLOCKS_PER_TASK, by_size, by_parallelism))
@@ -350,22 +403,24 @@ def _cluster_threads():
         return os.cpu_count() or 1
 
 
-def _apply_blocks(block_fn, pass_position, args, *blocks):
+def _apply_blocks(block_fn, pass_position, args, tree_shape, *blocks):
     """Run ``block_fn`` on consecutive blocks, ``(position, data, weights)`` flattened, and
-    merge the results in order."""
+    merge the results as far as they go in the pass's tree, ``tree_shape`` = (blocks, fan-in).
+    """
     results = []
     for i in range(0, len(blocks), 3):
         position, data, weights = blocks[i : i + 3]
         extra = (position,) if pass_position else ()
-        results.append(block_fn(data, weights, *extra, *args))
-    return reduce(add, results)
+        results.append((position.index, block_fn(data, weights, *extra, *args)))
+    return PartialTree.of_leaves(*tree_shape, results)
 
 
 def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT_SPLIT_EVERY):
     """Apply ``block_fn(block, weights, [position,] *args)`` to every block and merge with ``+``.
 
-    For Dask data this is one ``compute`` of one graph; only the tree's last one or two levels
-    (:func:`_client_levels`) come back to the client, which merges them. For NumPy data the
+    Both kinds of data merge the block results in the tree of :func:`tree_reduce` over the
+    blocks. For Dask data this is one ``compute`` of one graph; only a few small partial trees
+    (:func:`_client_merges`) come back to the client, which merges them. For NumPy data the
     blocks run on a thread pool in-process.
     """
     with single_threaded_blas():
@@ -373,7 +428,7 @@ def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT
             top = _reduction_graph(source, block_fn, args, pass_position, split_every)
             results = _compute(source, top)
             source.result_nbytes[block_fn] = len(cloudpickle.dumps(results[0]))
-            return tree_reduce(results, split_every)
+            return reduce(add, results).result()
         return tree_reduce(_numpy_map(source, block_fn, args, pass_position), split_every)
 
 

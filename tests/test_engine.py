@@ -25,7 +25,7 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from conftest import COVARIANCE_TYPES, initial_parameters, make_blobs
 from daskgmm import ComponentReseedWarning, GaussianMixture
 from daskgmm.engine import (
-    _reduction_graph, dask_row_data, map_reduce, numpy_row_data, tree_reduce)
+    _reduction_graph, _task_runs, dask_row_data, map_reduce, numpy_row_data, tree_reduce)
 from daskgmm.kernels import _slice_length, em_block, make_log_density, n_design_features
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -213,22 +213,37 @@ def test_map_reduce_merges_blocks_in_the_same_fixed_tree(kind, threads):
 
 @pytest.mark.parametrize("scheduler", ["threads", "distributed"])
 @pytest.mark.parametrize("n_chunks", [12, 40, 100])
-def test_dask_pass_merges_its_tasks_in_the_fixed_tree(n_chunks, scheduler, request):
-    # Enough chunks for combine tasks that run two levels of the tree at once, and for the
-    # client to merge the last level (first pass) or two levels (second pass, the results
-    # being small) itself: always the tree of tree_reduce over the tasks.
+def test_dask_pass_merges_its_chunks_in_the_fixed_tree(n_chunks, scheduler, request):
+    # Chunks run several to a task, combine tasks merge up to 9 tasks' partial trees, and the
+    # client merges the last 3 (first pass) or up to 9 (second pass, the results being small):
+    # always the tree of tree_reduce over the chunks, as for NumPy blocks.
     if scheduler == "distributed":
         request.getfixturevalue("client")
     source = dask_row_data(da.from_array(np.zeros((n_chunks, 2)), chunks=(1, 2)), None)
-    task_results = [reduce(add, [MergeOrder(position.index) for position, _, _ in blocks])
-                    for blocks in source.task_blocks]
+    expected = tree_reduce([MergeOrder(i) for i in range(n_chunks)], split_every=3)
 
     with dask.config.set(scheduler=scheduler):
         first = map_reduce(source, block_index, pass_position=True, split_every=3)
         second = map_reduce(source, block_index, pass_position=True, split_every=3)
 
-    assert first == second == tree_reduce(task_results, split_every=3)
-    assert first != tree_reduce(task_results[::-1], split_every=3)
+    assert first == second == expected
+    assert n_chunks < 40 or len(source.task_blocks) < n_chunks
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8])
+def test_any_cut_of_the_chunks_into_tasks_merges_in_the_same_tree(size):
+    # Runs of `size` chunks, also cut where the (made up) holding worker changes: a task's
+    # partial tree leaves what it cannot merge for the client, which merges the same tree.
+    holders = ["a"] * 7 + ["b"] * 11 + ["a"] * 2 + ["c"] * 9
+    source = dask_row_data(da.from_array(np.zeros((len(holders), 2)), chunks=(1, 2)), None)
+    blocks = [block for run in source.task_blocks for block in run]
+    source.task_blocks = _task_runs(blocks, size, holders)
+
+    with dask.config.set(scheduler="threads"):
+        merged = map_reduce(source, block_index, pass_position=True, split_every=3)
+
+    assert all(len({holders[b[0].index] for b in run}) == 1 for run in source.task_blocks)
+    assert merged == tree_reduce([MergeOrder(i) for i in range(len(holders))], split_every=3)
 
 
 def combine_tasks(source, split_every):
@@ -242,7 +257,7 @@ def test_client_merges_two_levels_only_of_results_seen_to_be_small(result_nbytes
     # 6 chunks, one task each; split_every=3: two combine tasks leave 2 results for the
     # client (one level), or the client takes all 6 (two levels: at most 9) if the previous
     # pass's results were small enough for 9 of them to be fetched.
-    source = dask_row_data(da.from_array(np.zeros((6, 2)), chunks=(1, 2)), None)
+    source = dask_row_data(da.zeros((6, 2), chunks=(1, 2)), None)
     if result_nbytes is not None:
         source.result_nbytes[block_index] = result_nbytes
 
@@ -430,3 +445,48 @@ def test_passes_over_a_zarr_array_run_on_every_worker(tmp_path, client):
 
     workers = Counter(task["worker"] for task in stream.data if "daskgmm-pass" in str(task["key"]))
     assert len(workers) == 2 and min(workers.values()) >= 0.25 * sum(workers.values())
+
+
+def persisted_in_runs(client, data, chunk_rows, run):
+    """``data`` as a Dask array persisted with chunk ``i`` on worker ``(i // run) % 2``."""
+    from distributed import wait
+
+    workers = sorted(client.scheduler_info()["workers"])
+
+    def holder(key):
+        return [workers[(key[1] // run) % len(workers)]]
+
+    with dask.annotate(workers=holder, allow_other_workers=False):
+        array = da.from_array(data, chunks=(chunk_rows, data.shape[1]), asarray=True)
+        array = array.map_blocks(np.copy)
+    persisted = client.persist(array, optimize_graph=False)
+    wait(persisted)
+    holders = client.who_has(persisted)
+    assert len(holders) == persisted.numblocks[0]
+    assert all(list(holders[key]) == holder(key) for key in holders)
+    return persisted
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_persisted_chunks_run_where_they_are_held_with_the_numpy_result(client,
+                                                                        covariance_type):
+    # 48 chunks held by the two workers in alternate runs of 3: a task takes only chunks of
+    # one worker (no chunk moves), yet the fit is the NumPy fit over the same blocks to the bit.
+    from distributed import get_task_stream
+
+    data = make_blobs(n_samples=48 * 500, n_features=3, n_components=N_COMPONENTS)
+    X = persisted_in_runs(client, data, chunk_rows=500, run=3)
+    init = initial_parameters(data, covariance_type)
+    options = dict(covariance_type=covariance_type, max_iter=4, tol=0.0, **init)
+
+    with get_task_stream(client) as stream:
+        on_dask = GaussianMixture(N_COMPONENTS, **options).fit(X)
+    on_numpy = GaussianMixture(N_COMPONENTS, block_rows=500, **options).fit(data)
+
+    block_tasks = [task for task in stream.data if "daskgmm-pass" in str(task["key"])
+                   and task["key"][1] == 0]
+    assert len(block_tasks) == 4 * 16
+    assert not [part for task in block_tasks for part in task["startstops"]
+                if part["action"] == "transfer"]
+    for name in ("weights_", "means_", "covariances_", "lower_bound_"):
+        assert_array_equal(getattr(on_dask, name), getattr(on_numpy, name), err_msg=name)
