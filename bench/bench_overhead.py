@@ -302,7 +302,7 @@ def main(argv=None):
                         help="row counts of the N sweep")
     parser.add_argument("--max-n", type=float, default=1e8, help="largest N of the N sweep")
     parser.add_argument("--chunk-mib", type=float, default=8.0, help="chunk size of the N sweep")
-    parser.add_argument("--iters", type=int, default=5, help="timed iterations per point (5)")
+    parser.add_argument("--iters", type=int, default=10, help="timed iterations per point (10)")
     parser.add_argument("--processes", choices=["yes", "no"], default="yes",
                         help="worker processes (yes) or threads in this process (no)")
     parser.add_argument("--png", default="bench_overhead.png", help="where to draw the curves")

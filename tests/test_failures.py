@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zarr
 from distributed.scheduler import KilledWorker
-from numpy.testing import assert_allclose
+from numpy.testing import assert_array_equal
 
 from conftest import STARTUP_SECONDS, make_blobs, process_cluster, wait_until_processing
 from daskgmm import GaussianMixture
@@ -63,9 +63,12 @@ def model(means_init, **params):
                            **params)
 
 
-def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path):
+@pytest.mark.parametrize("persist", [False, True])
+def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path, persist):
     # Enough rows that the passes after the second iteration last long enough (hundreds of
-    # milliseconds in all) for the victim to be caught running one.
+    # milliseconds in all) for the victim to be caught running one. Persisted, the victim's
+    # chunks are lost with it and read again by the other worker, and each worker's chunks
+    # run in tasks of their own: the tasks of the two fits differ, not the result.
     data = make_blobs(n_samples=2_000_000, seed=1, scale=2.0)
     # make_blobs stacks its three components: the first, middle and last rows lie one in each.
     means = data[[0, len(data) // 2, len(data) - 1]]
@@ -73,10 +76,10 @@ def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path):
     max_iter = 10
     # The pool is the outer context: on failure the cluster is torn down before the pool waits.
     with ThreadPoolExecutor(1) as pool, process_cluster(tmp_path) as (client, workers):
-        reference = model(means, max_iter=max_iter).fit(X)
+        reference = model(means, max_iter=max_iter, persist=persist).fit(X)
         victim = workers[0]
         with iterations_logged(2) as second_iteration_done:
-            fit = pool.submit(model(means, max_iter=max_iter).fit, X)
+            fit = pool.submit(model(means, max_iter=max_iter, persist=persist).fit, X)
             assert second_iteration_done.wait(FIT_TIMEOUT_SECONDS)
             wait_until_processing(client, victim.pid, FIT_TIMEOUT_SECONDS)
             assert not fit.done()
@@ -85,9 +88,11 @@ def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path):
             interrupted = fit.result(timeout=FIT_TIMEOUT_SECONDS)
         assert len(client.scheduler_info()["workers"]) == 1
     assert interrupted.n_iter_ == reference.n_iter_ == max_iter
+    # The merge tree depends on the chunking alone: the same model to the last bit (the issue
+    # asks for rtol 1e-12).
     for name in FITTED_ARRAYS:
-        assert_allclose(getattr(interrupted, name), getattr(reference, name), rtol=1e-12)
-    assert interrupted.lower_bounds_ == pytest.approx(reference.lower_bounds_, rel=1e-12)
+        assert_array_equal(getattr(interrupted, name), getattr(reference, name), err_msg=name)
+    assert interrupted.lower_bounds_ == reference.lower_bounds_
 
 
 def test_worker_out_of_memory_is_restarted_and_the_fit_never_hangs(tmp_path):
