@@ -30,7 +30,7 @@ from .tree import PartialTree, tree_reduce
 DEFAULT_SPLIT_EVERY = 8
 # NumPy input is cut into blocks of about this many elements (8 MB of float64).
 _NUMPY_BLOCK_ELEMENTS = 1 << 20
-# Small Dask chunks are run several to a task (see _blocks_per_task).
+# Small unheld Dask chunks are run several to a task (see _blocks_per_task).
 _TASK_BYTES = 32 * 2**20
 _MAX_BLOCKS_PER_TASK = 8
 _TASKS_PER_THREAD = 4
@@ -38,7 +38,7 @@ _TASKS_PER_THREAD = 4
 _INLINE_ARGS_BYTES = 1 << 20
 # Plain data a chunk's task depends on is copied into the task up to this many bytes.
 _INLINE_DATA_BYTES = 64 * 2**10
-# The client merges the tree's last two levels itself if their results hold at most this much.
+# The client merges up to split_every ** 2 partial results if they hold at most this much.
 _CLIENT_MERGE_BYTES = 4 * 2**20
 
 
@@ -359,14 +359,15 @@ def _holders(array, inputs):
     """The worker holding each chunk of ``array`` (``inputs``: :func:`_block_inputs`), if all
     are key references held on the distributed cluster of the active client, else None."""
     from dask._task_spec import TaskRef
+    from distributed import futures_of, wait
 
     client = _active_client()
     if client is None or not all(isinstance(item, TaskRef) for item in inputs):
         return None
-    try:
-        who_has = client.who_has(array)
-    except ValueError:
-        return None
+    futures = futures_of(array)
+    # Persisting is asynchronous: chunks still being computed are held nowhere yet.
+    wait(futures)
+    who_has = client.who_has(futures)
     holders = [min(who_has.get(item.key) or ("",)) for item in inputs]
     return holders if all(holders) else None
 
