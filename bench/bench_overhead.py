@@ -159,9 +159,10 @@ def _em_block_on_held_chunks(keys, density):
     blocks = [data[key] for key in keys if key in data]
     if not blocks:
         return 0.0, 0
-    # As during a pass (map_reduce limits BLAS to one thread; worker processes start so).
+    # As during a pass (map_reduce limits BLAS to one thread; worker processes start so), and
+    # as cold as a pass's task: no warm-up call (the fits before this one loaded all code; a
+    # whole chunk of 24 MB run first would still be in the 32 MiB L3 cache when timed).
     with single_threaded_blas():
-        em_block(blocks[0], None, density, "full")
         start = time.perf_counter()
         for block in blocks:
             em_block(block, None, density, "full")
