@@ -30,7 +30,7 @@ need text, which a hand-made canvas would not give legibly).
 Usage::
 
     python bench/bench_overhead.py                                   # full sweeps, up to 1e8 rows
-    python bench/bench_overhead.py --n 1e6 --chunks 10,100,1000 --max-n 1e6 --iters 2
+    python bench/bench_overhead.py --n 1e6 --chunks 10,100,1000 --max-n 1e6 --iters 2 --rounds 1
     python bench/bench_overhead.py --n 1e8 --rows ""                 # chunk sweep at 1e8 only
 """
 
@@ -50,15 +50,23 @@ N_COMPONENTS = 8
 SPLIT_EVERY = 8
 
 
-def measure(client, n_rows, chunk_rows, n_iter):
-    """Seconds per iteration, tasks per iteration and kernel seconds for one chunking."""
+def measure(client, n_rows, chunk_rows, n_iter, rounds):
+    """Seconds per iteration, tasks per iteration and kernel seconds for one chunking.
+
+    ``rounds`` times a fit of ``n_iter`` iterations then ``n_iter`` kernel runs, so that the
+    iterations and the kernel runs they are compared with sample the same stretches of a
+    shared machine's load.
+    """
     X = common.balanced_persist(
         client, lambda: common.lazy_mixture(n_rows, N_FEATURES, N_COMPONENTS, chunk_rows))
     try:
-        seconds, model = _fit(X, n_iter)
+        seconds, kernels = [], []
+        for _ in range(rounds):
+            fit_seconds, model = _fit(X, n_iter)
+            seconds.extend(fit_seconds)
+            kernels.extend(_kernel_seconds(client, X, model) for _ in range(n_iter))
         tasks, block_tasks = _tasks_per_iteration(client, X)
         unpersisted_tasks = _unpersisted_pass_tasks(n_rows, chunk_rows)
-        kernels = [_kernel_seconds(client, X, model) for _ in range(n_iter)]
     finally:
         client.cancel(X)
     iteration = float(np.min(seconds))
@@ -169,19 +177,19 @@ def _em_block_on_held_chunks(keys, density):
         return time.perf_counter() - start, len(blocks)
 
 
-def sweep_chunks(client, n_rows, chunk_counts, n_iter):
+def sweep_chunks(client, n_rows, chunk_counts, n_iter, rounds):
     results = []
     for count in chunk_counts:
-        results.append(measure(client, n_rows, -(-n_rows // count), n_iter))
+        results.append(measure(client, n_rows, -(-n_rows // count), n_iter, rounds))
         logger.info("chunks %s", _summary(results[-1]))
     return results
 
 
-def sweep_rows(client, row_counts, chunk_bytes, n_iter):
+def sweep_rows(client, row_counts, chunk_bytes, n_iter, rounds):
     chunk_rows = int(chunk_bytes // (8 * N_FEATURES))
     results = []
     for n_rows in row_counts:
-        results.append(measure(client, n_rows, min(chunk_rows, n_rows), n_iter))
+        results.append(measure(client, n_rows, min(chunk_rows, n_rows), n_iter, rounds))
         logger.info("rows %s", _summary(results[-1]))
     return results
 
@@ -314,7 +322,10 @@ def main(argv=None):
                         help="row counts of the N sweep")
     parser.add_argument("--max-n", type=float, default=1e8, help="largest N of the N sweep")
     parser.add_argument("--chunk-mib", type=float, default=8.0, help="chunk size of the N sweep")
-    parser.add_argument("--iters", type=int, default=10, help="timed iterations per point (10)")
+    parser.add_argument("--iters", type=int, default=5,
+                        help="timed iterations, and kernel runs, per round (5)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of iterations then kernel runs per point (3)")
     parser.add_argument("--processes", choices=["yes", "no"], default="yes",
                         help="worker processes (yes) or threads in this process (no)")
     parser.add_argument("--png", default="bench_overhead.png", help="where to draw the curves")
@@ -327,15 +338,18 @@ def main(argv=None):
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=args.processes == "yes",
                       dashboard_address=None) as cluster, Client(cluster) as client:
         client.run(common.import_daskgmm)
-        by_chunks = {int(float(n)): sweep_chunks(client, int(float(n)), chunk_counts, args.iters)
+        by_chunks = {int(float(n)): sweep_chunks(client, int(float(n)), chunk_counts, args.iters,
+                                                 args.rounds)
                      for n in args.n_rows.split(",")}
-        by_rows = sweep_rows(client, row_counts, args.chunk_mib * common.MiB, args.iters)
+        by_rows = sweep_rows(client, row_counts, args.chunk_mib * common.MiB, args.iters,
+                             args.rounds)
     print("\n".join(common.header()))
     print(f"cluster: LocalCluster(n_workers=2, threads_per_worker=1, "
           f"processes={args.processes == 'yes'}); K={N_COMPONENTS} full, D={N_FEATURES}, "
-          f"float64, split_every={SPLIT_EVERY}; least of {args.iters} iterations and of "
-          f"{args.iters} kernel runs per point (the machine is shared: the least is the "
-          "measurement least disturbed by other processes)")
+          f"float64, split_every={SPLIT_EVERY}; per point {args.rounds} rounds of a fit of "
+          f"{args.iters} iterations then {args.iters} kernel runs, least of the iterations and "
+          "of the kernel runs (the machine is shared: the least is the measurement least "
+          "disturbed by other processes; the rounds let both sample the same stretches of load)")
     print()
     print("\n\n".join(chunk_tables(by_chunks)))
     print()
