@@ -7,6 +7,7 @@ function that counts how often each chunk is read.
 
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import reduce
 from operator import add
@@ -490,3 +491,21 @@ def test_persisted_chunks_run_where_they_are_held_with_the_numpy_result(client,
                 if part["action"] == "transfer"]
     for name in ("weights_", "means_", "covariances_", "lower_bound_"):
         assert_array_equal(getattr(on_dask, name), getattr(on_numpy, name), err_msg=name)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_em_block_reuses_its_thread_buffers_without_changing_a_bit(X, covariance_type):
+    # A thread's slice buffers outlive a block: a small block run after a large one (whose
+    # slices filled them with other rows) gives what it gives in a thread that never ran one.
+    fitted = SklearnGaussianMixture(N_COMPONENTS, covariance_type=covariance_type,
+                                    random_state=0).fit(X)
+    density = make_log_density(fitted.weights_, fitted.means_, fitted.precisions_cholesky_,
+                               covariance_type, fitted.weights_ @ fitted.means_, np.float64)
+    small = X[:301]
+    with ThreadPoolExecutor(1) as fresh_thread:
+        expected = fresh_thread.submit(em_block, small, None, density, covariance_type).result()
+
+    em_block(X, None, density, covariance_type)
+    reused = em_block(small, None, density, covariance_type)
+
+    assert_stats_close(reused, expected, rtol=0)
