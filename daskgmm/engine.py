@@ -91,7 +91,7 @@ class RowData:
     the same kind with the same row blocks. ``row_starts`` holds the first row of every block.
     ``last_result`` holds the futures of the last pass's results on a distributed cluster (see
     :func:`_compute`); ``result_nbytes`` the size of one block function's result, by function,
-    pickled, as last seen (see :func:`_client_merges`).
+    pickled, as first seen (see :func:`_client_merges`).
     """
 
     data: object
@@ -133,22 +133,27 @@ class RowData:
         ``(position, data input, weights input)``. How the blocks are cut into runs decides
         where the work runs, never the result (:mod:`daskgmm.tree`).
         """
-        from dask._task_spec import TaskRef
-
         weights = [None] * self.n_blocks if self.weights is None else _block_inputs(self.weights)
         blocks = list(zip(self.positions(), self._data_inputs, weights))
-        held = all(isinstance(item, TaskRef) for item in self._data_inputs)
-        return _task_runs(blocks, _blocks_per_task(self.data, held), self.chunk_holders)
+        size = _blocks_per_task(self.data, self._chunks_held)
+        return _task_runs(blocks, size, self.chunk_holders)
 
     @cached_property
     def chunk_holders(self):
         """Dask data only: the worker holding each chunk, if every chunk is held in memory
         (persisted) on the cluster of the active distributed client, else None."""
-        return _holders(self.data, self._data_inputs)
+        return _holders(self.data, self._data_inputs) if self._chunks_held else None
 
     @cached_property
     def _data_inputs(self):
         return _block_inputs(self.data)
+
+    @cached_property
+    def _chunks_held(self):
+        """Whether every chunk is data already (persisted), not a task to compute."""
+        from dask._task_spec import TaskRef
+
+        return all(isinstance(item, TaskRef) for item in self._data_inputs)
 
 
 def numpy_row_data(data, weights, block_rows=None):
@@ -252,7 +257,7 @@ def _client_merges(source, block_fn, split_every):
     first moving them to the worker of a combine task and waiting for it there (a pass over 10
     chunks of 24 MB on 2 worker processes: 195 ms instead of 205). So the client merges up to
     ``split_every ** 2`` results if they hold at most ``_CLIENT_MERGE_BYTES``, judging by the
-    size of ``block_fn``'s result in the previous pass over ``source``, else (and on a first
+    size of ``block_fn``'s result in the first pass over ``source``, else (and on that first
     pass) up to ``split_every``.
     """
     nbytes = source.result_nbytes.get(block_fn)
@@ -356,13 +361,12 @@ def _task_runs(blocks, size, holders=None):
 
 
 def _holders(array, inputs):
-    """The worker holding each chunk of ``array`` (``inputs``: :func:`_block_inputs`), if all
-    are key references held on the distributed cluster of the active client, else None."""
-    from dask._task_spec import TaskRef
+    """The worker holding each chunk of ``array`` (``inputs``: key references, one per chunk),
+    if all are held on the distributed cluster of the active client, else None."""
     from distributed import futures_of, wait
 
     client = _active_client()
-    if client is None or not all(isinstance(item, TaskRef) for item in inputs):
+    if client is None:
         return None
     futures = futures_of(array)
     # Persisting is asynchronous: chunks still being computed are held nowhere yet.
@@ -428,7 +432,8 @@ def map_reduce(source, block_fn, *args, pass_position=False, split_every=DEFAULT
         if source.is_dask:
             top = _reduction_graph(source, block_fn, args, pass_position, split_every)
             results = _compute(source, top)
-            source.result_nbytes[block_fn] = len(cloudpickle.dumps(results[0]))
+            if block_fn not in source.result_nbytes:
+                source.result_nbytes[block_fn] = len(cloudpickle.dumps(results[0]))
             return reduce(add, results).result()
         return tree_reduce(_numpy_map(source, block_fn, args, pass_position), split_every)
 

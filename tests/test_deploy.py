@@ -96,7 +96,6 @@ def test_cluster_mistakes_name_the_key(data, key, words):
     assert error.key == key and words in str(error)
 
 
-
 @pytest.mark.parametrize("data, key", [
     ({"kind": "slurm", "cores": 2, "memory": "1GiB", "n_workers": 1, "processes": False},
      "processes"),
@@ -115,6 +114,7 @@ def test_a_local_cluster_takes_its_sizing_keys_without_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_cluster(config)
+
 
 def test_cluster_sections_round_trip():
     data = JobConfig.from_dict(parse_yaml(PBS_JOB)).to_dict()

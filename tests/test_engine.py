@@ -9,8 +9,6 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import reduce
-from operator import add
 from uuid import uuid4
 
 import dask
@@ -256,8 +254,8 @@ def combine_tasks(source, split_every):
 @pytest.mark.parametrize(("result_nbytes", "expected"), [(None, 2), (100, 0), (1 << 20, 2)])
 def test_client_merges_two_levels_only_of_results_seen_to_be_small(result_nbytes, expected):
     # 6 chunks, one task each; split_every=3: two combine tasks leave 2 results for the
-    # client (one level), or the client takes all 6 (two levels: at most 9) if the previous
-    # pass's results were small enough for 9 of them to be fetched.
+    # client (at most 3), or the client takes all 6 (at most 9) if an earlier pass's results
+    # were small enough for 9 of them to be fetched.
     source = dask_row_data(da.zeros((6, 2), chunks=(1, 2)), None)
     if result_nbytes is not None:
         source.result_nbytes[block_index] = result_nbytes
