@@ -89,11 +89,13 @@ def write_sample(name, path, compute=None):
     make, options = GENERATORS[name]
     data = make()
     chunks = (options["row_chunk"],) + data.shape[1:]
-    write_array(path, da.from_array(data, chunks=chunks), attrs={"generated_by": name},
-                overwrite=True, compute=compute)
+    write_array(path, da.from_array(data, chunks=chunks), SAMPLE, attrs={"generated_by": name},
+                compute=compute)
 
 
 SAMPLE_IMAGE_SIZES = (256, 192, 128)
+# The kind of folder generated data is written to, as its ownership marker names it.
+SAMPLE = "sample"
 
 
 def write_sample_images(folder, sizes=SAMPLE_IMAGE_SIZES):
@@ -107,8 +109,13 @@ def write_sample_images(folder, sizes=SAMPLE_IMAGE_SIZES):
     FileExistsError
         If ``folder`` exists.
     """
-    from .store import atomic_directory, write_png
+    from .atomic import atomic_directory
+    from .guard import real_path
+    from .store import write_png
 
-    with atomic_directory(folder) as staging:
+    folder = real_path(folder)
+    if folder.exists():
+        raise FileExistsError(f"{str(folder)!r} exists")
+    with atomic_directory(folder, SAMPLE) as staging:
         for i, size in enumerate(sizes):
             write_png(Path(staging) / f"scene-{i}.png", sample_scene(size, seed=i))

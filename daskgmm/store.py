@@ -1,26 +1,20 @@
 """Zarr in and out: opening input arrays, saving and loading fitted models, atomic writes."""
 
-import ctypes
-import errno as _errno
-import os
-import shutil
-import socket
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 import zarr
 
+from . import atomic
+from .guard import Guard, is_url
+
 MODEL_FORMAT = "daskgmm.GaussianMixture"
 MODEL_FORMAT_VERSION = 1
 _FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 _FITTED_SCALARS = ("converged_", "n_iter_", "lower_bound_", "n_features_in_", "n_reseeded_")
-
-
-def _is_url(path):
-    return "://" in str(path)
+# Kinds of folder written here, as their ownership markers name them.
+MODEL, CHECKPOINT = "model", "checkpoint"
 
 
 def open_array(path, component=None):
@@ -34,7 +28,7 @@ def open_array(path, component=None):
         If ``path`` holds a group and ``component`` does not name one of its arrays.
     """
     path = str(path)
-    if not _is_url(path) and not Path(path).exists():
+    if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"No Zarr store at {path!r}.")
     node = zarr.open(path, mode="r")
     if component is not None:
@@ -52,74 +46,6 @@ def _member(group, name, path):
     if not isinstance(group, zarr.Group) or name not in group:
         raise ValueError(f"No array {name!r} in the Zarr store {path!r}.")
     return group[name]
-
-
-_RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
-
-
-def _exchange_directories(first, second):
-    """Swap two existing directories in one atomic step; return False where that is unsupported."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    at_cwd = -100
-    result = renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE)
-    if result == 0:
-        return True
-    errno = ctypes.get_errno()
-    if errno in (_errno.EINVAL, _errno.ENOSYS, _errno.ENOTSUP):
-        return False
-    raise OSError(errno, os.strerror(errno), str(first))
-
-
-def _staging_name(path, kind):
-    """A hidden sibling of ``path`` that names its owner (host and process) and its kind."""
-    owner = f"{socket.gethostname()}-{os.getpid()}"
-    return path.with_name(f".{path.name}.{kind}-{owner}-{uuid.uuid4().hex[:8]}")
-
-
-def _owner_is_gone(sibling, kind):
-    """Whether the process that made a staging sibling has died (known only on its own host)."""
-    owner = sibling.name.split(f".{kind}-", 1)[1].rsplit("-", 1)[0]
-    host, _, pid = owner.rpartition("-")
-    return pid.isdigit() and process_is_gone(host, int(pid))
-
-
-@contextmanager
-def atomic_directory(path, overwrite=False):
-    """Yield a temporary sibling directory that replaces ``path`` only if the block succeeds.
-
-    Readers see the old directory or the new one, never neither: on Linux the two are
-    exchanged in one step; elsewhere the old one is moved aside first, and a job killed between
-    the two renames leaves it as a ``.replaced-`` sibling that :func:`remove_stale_staging`
-    keeps.
-
-    Raises
-    ------
-    FileExistsError
-        If ``path`` exists and ``overwrite`` is False.
-    """
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = _staging_name(path, "incomplete")
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if not path.exists():
-        os.replace(staging, path)
-    elif _exchange_directories(staging, path):
-        shutil.rmtree(staging, ignore_errors=True)
-    else:
-        retired = _staging_name(path, "replaced")
-        os.replace(path, retired)
-        os.replace(staging, path)
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def _json_value(value):
@@ -149,8 +75,21 @@ def write_model_group(group, model):
 
 
 def save_model(model, path, overwrite=False):
-    """Save a fitted GaussianMixture to a Zarr group at ``path``, atomically."""
-    with atomic_directory(path, overwrite=overwrite) as staging:
+    """Save a fitted GaussianMixture to a Zarr group at ``path``, atomically.
+
+    Only a model daskgmm saved, holding nothing else, is replaced (with ``overwrite``).
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    ValueError
+        If ``path`` holds anything but a model daskgmm saved.
+    """
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
+    path = Guard().check(path, "path", MODEL, replace=True)
+    with atomic.atomic_directory(path, MODEL) as staging:
         write_model_group(zarr.open_group(str(staging), mode="w"), model)
 
 
@@ -177,7 +116,7 @@ def read_model_group(group, cls):
 def load_model(path, cls):
     """Load a model saved with :func:`save_model`."""
     path = str(path)
-    if not _is_url(path) and not Path(path).exists():
+    if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"No saved model at {path!r}.")
     return read_model_group(zarr.open_group(path, mode="r"), cls)
 
@@ -195,7 +134,7 @@ _CONVERTED_MODES = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV"
 
 def is_zarr_store(path):
     """Whether ``path`` is a URL (assumed Zarr) or a local folder holding Zarr metadata."""
-    if _is_url(path):
+    if is_url(path):
         return True
     path = Path(path)
     return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
@@ -261,17 +200,19 @@ def write_png(path, pixels):
     _pillow().fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")
 
 
-def write_array(path, data, attrs=None, overwrite=False, compute=None):
+def write_array(path, data, kind, attrs=None, compute=None):
     """Write a NumPy or Dask array as a Zarr array store at ``path``, atomically.
 
     Parameters
     ----------
-    path : str or Path
+    path : Path
+        Cleared by the job's :class:`~daskgmm.guard.Guard` (an existing store there is replaced).
     data : ndarray or dask.array.Array
         Written with its chunks (Dask) or as one chunk (NumPy).
+    kind : str
+        What the store is, recorded in its ownership marker (``ingest``, ``sample``).
     attrs : dict, optional
         Attributes recorded with the array.
-    overwrite : bool, default=False
     compute : callable, optional
         Runs the lazy write (e.g. with a progress bar); ``dask.compute`` when None.
     """
@@ -279,7 +220,7 @@ def write_array(path, data, attrs=None, overwrite=False, compute=None):
 
     data = data if isinstance(data, da.Array) else da.from_array(data, chunks=data.shape)
     data = data.rechunk(data.chunksize)
-    with atomic_directory(path, overwrite=overwrite) as staging:
+    with atomic.atomic_directory(path, kind) as staging:
         target = zarr.create_array(str(staging), shape=data.shape, chunks=data.chunksize,
                                    dtype=data.dtype)
         target.attrs.update(attrs or {})
@@ -288,7 +229,7 @@ def write_array(path, data, attrs=None, overwrite=False, compute=None):
 
 def read_attrs(path):
     """Return the attributes of the Zarr array or group at ``path`` (empty if there is none)."""
-    if not _is_url(path) and not Path(path).exists():
+    if not is_url(path) and not Path(path).exists():
         return {}
     return dict(zarr.open(str(path), mode="r").attrs)
 
@@ -347,10 +288,13 @@ def read_model_attrs(path):
 
 
 def write_checkpoint(path, models, state):
-    """Atomically replace the checkpoint at ``path``: named models and a JSON ``state`` dict."""
-    with atomic_directory(path, overwrite=True) as staging:
+    """Atomically replace the checkpoint at ``path``: named models and a JSON ``state`` dict.
+
+    ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
+    """
+    with atomic.atomic_directory(path, CHECKPOINT) as staging:
         group = zarr.open_group(str(staging), mode="w")
-        group.attrs["state"] = state
+        group.attrs.update({"state": state, "models": sorted(models)})
         for name, model in models.items():
             write_model_group(group.create_group(name), model)
 
@@ -360,30 +304,8 @@ def read_checkpoint(path, cls):
     if not Path(path).exists():
         return None
     group = zarr.open_group(str(path), mode="r")
-    models = {name: read_model_group(member, cls) for name, member in group.groups()}
+    models = {name: read_model_group(group[name], cls) for name in group.attrs["models"]}
     return models, dict(group.attrs["state"])
-
-
-def remove_directory(path):
-    """Delete a folder (a checkpoint or an output) if it exists."""
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def remove_stale_staging(path):
-    """Delete staging folders that killed jobs left beside ``path`` (see atomic_directory).
-
-    Only folders whose owning process is known to be gone are deleted: a job writing the same
-    output at the same time keeps its staging folder. A retired copy (``.replaced-``) is kept
-    while ``path`` is missing, since it then holds the only previous output.
-    """
-    path = Path(path)
-    if not path.parent.exists():
-        return
-    for sibling in path.parent.glob(f".{path.name}.*"):
-        abandoned = ".incomplete-" in sibling.name and _owner_is_gone(sibling, "incomplete")
-        retired = ".replaced-" in sibling.name and path.exists()
-        if abandoned or retired:
-            shutil.rmtree(sibling, ignore_errors=True)
 
 
 def open_table(paths, file_format, columns=None):
@@ -425,19 +347,6 @@ def table_rows(frame):
 
 # ------------------------------------------------------------------ batch inputs
 # Read by the batch mode of the segment job (pipelines/batch.py keeps its manifest and lock).
-
-
-def process_is_gone(host, pid):
-    """Whether process ``pid`` of ``host`` has ended (known only on that host: else False)."""
-    if host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 def group_array_names(path):

@@ -81,11 +81,11 @@ def run(prepared):
     dict
         The summary recorded in the output and reported by the runner.
     """
-    train_rows = prepared.sources["input"].open()
+    train_rows = prepared.sources["input"].open(prepared.guard)
     fitted = fit_or_load(prepared, train_rows)
     threshold = _threshold(prepared, fitted, train_rows)
     scored = prepared.sources.get("anomaly.data")
-    rows = train_rows if scored is None else scored.open()
+    rows = train_rows if scored is None else scored.open(prepared.guard)
     scores = fitted.model.score_samples(fitted.features(rows)).astype(np.float64)
     flags = scores < threshold
     with job_output(prepared) as output:

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from daskgmm import store
+from daskgmm import atomic, store
 from daskgmm.config import ConfigError
+from daskgmm.ownership import process_is_gone
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class StoreLock:
     def _is_stale(self, text):
         holder = _holder(text)
         if holder:
-            since, gone = holder["time"], store.process_is_gone(holder["host"], holder["pid"])
+            since, gone = holder["time"], process_is_gone(holder["host"], holder["pid"])
         else:  # being written, or its writer died writing it
             try:
                 since, gone = self.path.stat().st_mtime, False
@@ -383,7 +384,7 @@ class BatchStore:
 
     def _is_live(self, claim):
         recent = time.time() - claim["time"] < self.config.claim_timeout
-        return recent and not store.process_is_gone(claim["host"], claim["pid"])
+        return recent and not process_is_gone(claim["host"], claim["pid"])
 
     def claim(self, inputs):
         """Claim the new and changed inputs (at most ``batch.max_inputs``); return them."""
@@ -465,5 +466,5 @@ class BatchStore:
         path = self.root / self.model_name(version)
         if path.exists():
             return
-        with store.atomic_directory(path, overwrite=True) as staging:
+        with atomic.atomic_directory(path, store.MODEL) as staging:
             store.write_model(staging, model, {"preprocessing": preprocessing})

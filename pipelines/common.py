@@ -20,9 +20,10 @@ import dask.array as da
 import numpy as np
 
 import daskgmm
-from daskgmm import GaussianMixture, store
+from daskgmm import GaussianMixture, atomic, store
 from daskgmm.config import ConfigError
-from daskgmm.sample_data import sample_layout, write_sample
+from daskgmm.guard import Guard
+from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
 
 from .training import (
     Checkpoint,
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 RESULT = "result.zarr"
 MODEL = "model.zarr"
+# Kinds of folder a job writes, as their ownership markers name them.
+OUTPUT, INGEST = "output", "ingest"
 
 
 def compute(*collections, label=None):
@@ -68,8 +71,26 @@ def compute(*collections, label=None):
 
 
 @dataclass
+class Creates:
+    """A path a source writes before it is read: an ingest store, or generated data."""
+
+    path: str
+    key: str
+    kind: str
+    replace: bool
+
+    def check(self, guard):
+        """Clear the path with the job's guard; return where to write."""
+        return guard.check(self.path, self.key, self.kind, replace=self.replace)
+
+
+@dataclass
 class Source:
-    """One input, described before any work; :meth:`open` returns its lazy Dask array."""
+    """One input, described before any work; :meth:`open` returns its lazy Dask array.
+
+    ``opener(guard)`` returns the array; a source that writes first (``creates``) clears that
+    path with the guard.
+    """
 
     key: str
     path: str
@@ -78,10 +99,11 @@ class Source:
     dtype: np.dtype
     opener: object
     chunks: tuple = None
+    creates: Creates = None
 
-    def open(self):
+    def open(self, guard=None):
         """Return the input as a Dask array (ingesting or generating it first if needed)."""
-        array = self.opener()
+        array = self.opener(guard)
         self.shape, self.dtype, self.chunks = array.shape, array.dtype, array.chunks
         return array
 
@@ -150,7 +172,8 @@ def _zarr_source(config, key):
     if array.dtype.kind not in "biuf":
         raise ConfigError(f"{config.path!r} holds {array.dtype} values; need numbers",
                           f"{key}.path")
-    return Source(key, config.path, "zarr", array.shape, array.dtype, lambda: array, array.chunks)
+    return Source(key, config.path, "zarr", array.shape, array.dtype, lambda guard: array,
+                  array.chunks)
 
 
 def _image_source(config, key, ingest_to):
@@ -165,18 +188,23 @@ def _image_source(config, key, ingest_to):
                               f"{layouts[0][0]} {layouts[0][1]}, {name} is {layout[0]} "
                               f"{layout[1]}", f"{key}.path")
     shape, dtype = layouts[0]
-    target = config.ingest_to or ingest_to
-    return Source(key, config.path, f"{len(files)} image file(s), ingested to {target}",
-                  (len(files),) + shape, dtype, lambda: _ingested(files, shape, dtype, target))
+    creates = Creates(config.ingest_to or ingest_to, f"{key}.ingest_to", INGEST, replace=True)
+    return Source(key, config.path, f"{len(files)} image file(s), ingested to {creates.path}",
+                  (len(files),) + shape, dtype,
+                  lambda guard: _ingested(files, shape, dtype, creates.check(guard)),
+                  creates=creates)
 
 
 def _ingested(files, shape, dtype, target):
-    """The image files as a Zarr array at ``target``, written unless it holds these very files."""
+    """The image files as a Zarr array at ``target``, written unless it holds these very files.
+
+    ``target`` is cleared by the job's guard: it is new, or a store daskgmm ingested before.
+    """
     signature = [[str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns]
                  for f in files]
-    if store.read_attrs(target).get("sources") != signature:
+    if not target.exists() or store.read_attrs(target).get("sources") != signature:
         images = store.open_image_files(files, shape, dtype)
-        store.write_array(target, images, attrs={"sources": signature}, overwrite=True,
+        store.write_array(target, images, INGEST, attrs={"sources": signature},
                           compute=lambda write: compute(write, label=f"ingesting to {target}"))
     return store.open_array(target)
 
@@ -194,18 +222,21 @@ def _table_source(config, key, kind):
     dtype = frame.to_dask_array().dtype
     label = f"{kind}, {len(files)} file(s), columns {', '.join(map(str, frame.columns))}"
     return Source(key, config.path, label, (None, len(frame.columns)), dtype,
-                  lambda: store.table_rows(frame))
+                  lambda guard: store.table_rows(frame))
 
 
 def _generated_source(config, key):
     shape, dtype = sample_layout(config.generate)
+    creates = Creates(config.path, f"{key}.path", SAMPLE, replace=False)
 
-    def generate():
-        write_sample(config.generate, config.path,
+    def generate(guard):
+        path = creates.check(guard)
+        write_sample(config.generate, path,
                      compute=lambda write: compute(write, label=f"generating {config.path}"))
-        return store.open_array(config.path)
+        return store.open_array(path)
 
-    return Source(key, config.path, f"{config.generate}, generated now", shape, dtype, generate)
+    return Source(key, config.path, f"{config.generate}, generated now", shape, dtype, generate,
+                  creates=creates)
 
 
 def resolve_source(config, key, ingest_to=None):
@@ -263,6 +294,7 @@ class Prepared:
     config: object
     sources: dict
     checkpoint: Checkpoint
+    guard: Guard
     loaded: GaussianMixture = None
     scaler: Standardizer = None
     resumed: tuple = None
@@ -293,55 +325,42 @@ def _load_model(config, n_features):
     return model, Standardizer.from_attrs(store.read_model_attrs(path).get("preprocessing"))
 
 
-def check_output(config):
-    """Raise :class:`ConfigError` if the output exists and may not be replaced.
-
-    Only a previous job's output (or an empty folder) is replaced, and only with
-    ``output.overwrite``: a folder of anything else is never deleted, whatever the config says.
-    A batch job's output is a store that every run adds to (see :mod:`.batch`), never replaced.
-    """
-    path = Path(config.output.path)
-    _check_output_is_not_the_input(config)
-    if not path.exists() or config.batch is not None:
-        return
-    if not config.output.overwrite:
-        raise ConfigError(f"{path} exists; set output.overwrite: true to replace it (the old "
-                          "output stays until the new one is complete) or choose another path",
-                          "output.path")
-    if not _is_job_output(path):
-        raise ConfigError(f"{path} exists and is not the output of a daskgmm job; it is not "
-                          "replaced even with output.overwrite: true. Choose another path",
-                          "output.path")
-
-
-def _is_job_output(path):
-    """Whether ``path`` is an empty folder or a folder a job wrote (result.zarr with a record)."""
-    if path.is_dir() and not any(path.iterdir()):
-        return True
-    try:
-        return "daskgmm" in store.read_attrs(path / RESULT)
-    except Exception:  # an unreadable result.zarr is no proof of a job's output
-        return False
-
-
-def _check_output_is_not_the_input(config):
-    """Refuse an output folder that is, holds or sits inside an input (it would be replaced)."""
-    output = Path(config.output.path).resolve()
+def job_guard(config):
+    """The job's :class:`~daskgmm.guard.Guard`: every path it reads, from its config."""
     inputs = {"input.path": config.input.path, "input.mask": config.input.mask,
               "model.load": config.model.load}
-    if config.anomaly is not None:
-        inputs["anomaly.data"] = config.anomaly.data
-    for key, value in inputs.items():
-        if not value or "://" in value:
-            continue
-        source = Path(value).resolve()
-        if source == output or output in source.parents or source in output.parents:
-            raise ConfigError(f"output.path {config.output.path} overlaps {key} {value}; a job "
-                              "never writes where it reads", "output.path")
+    if config.input.generate is not None and not Path(config.input.path).exists():
+        del inputs["input.path"]  # written by the job first (a Creates of its source)
+    if config.anomaly is not None and config.anomaly.data is not None:
+        inputs.update({"anomaly.data.path": config.anomaly.data.path,
+                       "anomaly.data.mask": config.anomaly.data.mask})
+    return Guard(inputs)
+
+
+def check_output(config, guard):
+    """Clear ``output.path`` with the job's guard; return the real path to write.
+
+    Only a previous job's output (or an empty folder) is replaced, and only with
+    ``output.overwrite``: a folder holding anything else is never deleted, whatever the config
+    says. A batch job's output is a store that every run adds to (see :mod:`.batch`), never
+    replaced; the store checks what it holds.
+
+    Raises
+    ------
+    ConfigError
+        If the output may not be written (see :mod:`daskgmm.guard`).
+    """
+    path = config.output.path
+    if config.batch is not None:
+        return guard.check(path, "output.path", "batch-store", grows=True)
+    return guard.check(path, "output.path", OUTPUT, replace=config.output.overwrite,
+                       empty_ok=True,
+                       fix="set output.overwrite: true to replace it (the old output stays "
+                           "until the new one is complete) or choose another path")
 
 
 def prepare_job(config, sources, n_features, resume, fit_sections=()):
-    """Check the output, load ``model.load`` and find a checkpoint to resume.
+    """Clear every path the job writes, load ``model.load`` and find a checkpoint to resume.
 
     Parameters
     ----------
@@ -354,14 +373,25 @@ def prepare_job(config, sources, n_features, resume, fit_sections=()):
     fit_sections : tuple of Section
         Sections besides input, model and training that change what is fitted.
     """
-    check_output(config)
+    guard = job_guard(config)
+    check_output(config, guard)
+    for source in sources.values():
+        if source.creates is not None:
+            source.creates.check(guard)
     loaded, scaler = (None, None) if config.model.load is None else \
         _load_model(config.model, n_features)
     sections = (config.input, config.model, config.training) + tuple(fit_sections)
     checkpoint = Checkpoint(str(config.checkpoint_path), config.checkpoint.every,
-                            fingerprint(*sections), config.checkpoint.enabled)
-    resumed = checkpoint.load() if resume and loaded is None else None
-    return Prepared(config, sources, checkpoint, loaded, scaler, resumed)
+                            fingerprint(*sections), _checkpoints(config, loaded), guard)
+    if checkpoint.enabled:
+        guard.check(checkpoint.path, "checkpoint", store.CHECKPOINT, replace=True)
+    resumed = checkpoint.load() if resume else None
+    return Prepared(config, sources, checkpoint, guard, loaded, scaler, resumed)
+
+
+def _checkpoints(config, loaded):
+    """Whether the job saves a checkpoint: when it fits, once (a batch refits its claims)."""
+    return config.checkpoint.enabled and loaded is None and config.batch is None
 
 
 def describe_fit(prepared, rows_name="rows"):
@@ -536,7 +566,6 @@ class JobOutput:
     def __init__(self, prepared, staging):
         self.prepared = prepared
         self.root = Path(staging)
-        self.root.mkdir(parents=True)
         self.result = store.create_group(self.root / RESULT)
         self.summary = {"output": prepared.config.output.path}
 
@@ -578,17 +607,30 @@ class JobOutput:
 
 
 @contextmanager
+def staged_output(prepared, path, kind, staging_parent=None):
+    """Yield a :class:`JobOutput` in a staging folder; it replaces ``path`` if the block succeeds.
+
+    ``path`` must have been cleared by the job's guard. Staging folders that dead jobs left
+    while writing ``path`` are removed first.
+    """
+    path = Path(path)
+    parent = staging_parent or path.parent
+    atomic.remove_dead_staging(parent, kind, path.name)
+    with atomic.atomic_directory(path, kind, staging_parent) as staging:
+        output = JobOutput(prepared, staging)
+        yield output
+        output.finish()
+
+
+@contextmanager
 def job_output(prepared):
     """Yield a :class:`JobOutput`; it replaces ``output.path`` only if the block succeeds.
 
     A failed or killed job leaves no folder at ``output.path`` (an existing one is untouched);
     on success the checkpoint is deleted.
     """
-    path = prepared.config.output.path
-    store.remove_stale_staging(path)
-    with store.atomic_directory(path, overwrite=prepared.config.output.overwrite) as staging:
-        output = JobOutput(prepared, staging)
+    path = check_output(prepared.config, prepared.guard)
+    with staged_output(prepared, path, OUTPUT) as output:
         yield output
-        output.finish()
     prepared.checkpoint.remove()
-    logger.info("wrote %s", path)
+    logger.info("wrote %s", prepared.config.output.path)

@@ -45,7 +45,7 @@ def run(prepared):
         The summary recorded in the output and reported by the runner.
     """
     config = prepared.config
-    rows = prepared.sources["input"].open()
+    rows = prepared.sources["input"].open(prepared.guard)
     fitted = fit_or_load(prepared, rows)
     arrays, fills = prediction_arrays(fitted, rows, config.output)
     counts = component_counts(arrays["labels"], fitted.model.n_components)

@@ -37,6 +37,7 @@ import numpy as np
 
 from daskgmm import store
 from daskgmm.config import ConfigError
+from daskgmm.guard import real_path
 from daskgmm.sample_data import SAMPLE_IMAGE_SIZES, write_sample_images
 
 from .batch import BatchStore, input_format, list_inputs, model_version, most_common, now_iso
@@ -50,6 +51,7 @@ from .common import (
     describe_predictions,
     fit_or_load,
     job_output,
+    staged_output,
     model_summary,
     prediction_arrays,
     prepare_job,
@@ -191,7 +193,7 @@ def run(prepared):
     if prepared.config.batch is not None:
         return run_batch(prepared)
     config = prepared.config
-    images = as_image_stack(prepared.sources["input"].open(), config.input.channel_axis)
+    images = as_image_stack(prepared.sources["input"].open(prepared.guard), config.input.channel_axis)
     valid = valid_pixels(images, config.input.nodata, prepared.extra["mask"])
     fitted = fit_or_load(prepared, *pixel_rows(images, valid))
     with job_output(prepared) as output:
@@ -487,8 +489,7 @@ def _segment_input(prepared, batch, fitted, version, item, images):
 @contextmanager
 def _result_output(prepared, path):
     """Yield a :class:`JobOutput` for one input; it replaces ``path`` only if the block succeeds."""
-    store.remove_stale_staging(path)
-    with store.atomic_directory(path, overwrite=True) as staging:
-        output = JobOutput(prepared, staging)
+    within = real_path(Path(path).parent)
+    path = prepared.guard.check(path, "output.path", "batch-result", replace=True, within=within)
+    with staged_output(prepared, path, "batch-result") as output:
         yield output
-        output.finish()

@@ -114,7 +114,7 @@ def run(prepared):
         The summary recorded in the output and reported by the runner.
     """
     config, criterion = prepared.config, prepared.extra["grid"].criterion
-    rows = prepared.sources["input"].open()
+    rows = prepared.sources["input"].open(prepared.guard)
     _, scaler, X = training_features(config, rows)
     table, best = _fit_grid(prepared, X.persist())
     best_row = min(table, key=lambda row: row[criterion])

@@ -20,13 +20,10 @@ import dask.array as da
 import numpy as np
 
 from daskgmm import ConvergenceWarning, GaussianMixture
+from daskgmm.atomic import remove_dead_staging
 from daskgmm.config import ConfigError
-from daskgmm.store import (
-    read_checkpoint,
-    remove_directory,
-    remove_stale_staging,
-    write_checkpoint,
-)
+from daskgmm.guard import Guard
+from daskgmm.store import CHECKPOINT, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -130,12 +127,17 @@ def fingerprint(*sections):
 
 @dataclass
 class Checkpoint:
-    """Where and how often a job saves its fitting state, and which job it belongs to."""
+    """Where and how often a job saves its fitting state, and which job it belongs to.
+
+    Disabled, it never touches ``path``. Enabled, every write and the final removal go through
+    ``guard``: only a checkpoint daskgmm wrote, holding nothing else, is replaced or deleted.
+    """
 
     path: str
     every: int
     fingerprint: str
     enabled: bool = True
+    guard: Guard = field(default_factory=Guard)
 
     def load(self):
         """Return ``(models, state)`` saved by this job, None if there is no checkpoint.
@@ -146,6 +148,9 @@ class Checkpoint:
             If the checkpoint was written by a job with a different input, model or training,
             or cannot be read.
         """
+        if not self.enabled:
+            return None
+        self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
         try:
             saved = read_checkpoint(self.path, GaussianMixture)
         except Exception as error:  # zarr's or the model's own errors for a damaged folder
@@ -165,16 +170,20 @@ class Checkpoint:
         """Save the state (when enabled, and at every ``every``-th step when ``step`` is given)."""
         if not self.enabled or (step is not None and step % self.every):
             return
-        write_checkpoint(self.path, models, {**state, "fingerprint": self.fingerprint})
+        path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
+        write_checkpoint(path, models, {**state, "fingerprint": self.fingerprint})
 
     def remove(self):
         """Delete the checkpoint (after the job's output is committed)."""
-        remove_directory(self.path)
-        self.discard_partial()
+        if self.enabled:
+            self.guard.remove(self.path, "checkpoint", CHECKPOINT)
+            self.discard_partial()
 
     def discard_partial(self):
         """Delete half-written checkpoints a killed job left (the last complete one stays)."""
-        remove_stale_staging(self.path)
+        if self.enabled:
+            path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
+            remove_dead_staging(path.parent, CHECKPOINT, path.name)
 
 
 @dataclass

@@ -134,3 +134,15 @@ def initial_parameters(X, covariance_type, n_components=3):
         "means_init": start.means_,
         "precisions_init": start.precisions_,
     }
+
+
+def write_zarr(path, data):
+    """Write a NumPy or Dask array as a Zarr array store with zarr itself (a user's input)."""
+    import dask.array as da
+    import zarr
+
+    data = data if isinstance(data, da.Array) else da.from_array(data, chunks=data.shape)
+    data = data.rechunk(data.chunksize)
+    target = zarr.create_array(str(path), shape=data.shape, chunks=data.chunksize,
+                               dtype=data.dtype)
+    da.store(data, target, lock=False)

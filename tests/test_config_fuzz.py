@@ -26,11 +26,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import make_blobs
+from conftest import make_blobs, write_zarr
 from daskgmm import GaussianMixture
 from daskgmm.config import load_config
 from daskgmm.run import main
-from daskgmm.store import write_array
+
 
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = ("fit", "predict", "select", "anomaly", "segment")
@@ -116,8 +116,8 @@ def valid_jobs(tmp_path_factory):
     """The shipped jobs, reading small inputs, writing ``out`` in their working directory."""
     data = tmp_path_factory.mktemp("data")
     table = make_blobs(n_samples=300)
-    write_array(data / "table.zarr", table)
-    write_array(data / "scene.zarr", np.zeros((16, 16, 3), dtype=np.uint8))
+    write_zarr(data / "table.zarr", table)
+    write_zarr(data / "scene.zarr", np.zeros((16, 16, 3), dtype=np.uint8))
     GaussianMixture(2, random_state=0).fit(table).save(data / "model.zarr")
     jobs = {}
     for name in PIPELINES:

@@ -8,7 +8,7 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import make_blobs
+from conftest import make_blobs, write_zarr
 from daskgmm import GaussianMixture, store
 from daskgmm.config import ConfigError, JobConfig, ModelConfig
 from daskgmm.run import pipeline_module
@@ -147,8 +147,8 @@ def test_segment_labels_every_pixel_and_leaves_out_no_data(client, tmp_path):
     images[1, 5, 5, 1] = np.nan
     mask = np.ones((32, 32), dtype=bool)
     mask[-3:, -3:] = False
-    store.write_array(tmp_path / "images.zarr", da.from_array(images, chunks=(1, 16, 32, 3)))
-    store.write_array(tmp_path / "mask.zarr", mask)
+    write_zarr(tmp_path / "images.zarr", da.from_array(images, chunks=(1, 16, 32, 3)))
+    write_zarr(tmp_path / "mask.zarr", mask)
     prepared = run_job(segment_job(tmp_path, input={"nodata": -1.0,
                                                     "mask": str(tmp_path / "mask.zarr")}))
     out = tmp_path / "out"
@@ -170,7 +170,7 @@ def test_segment_labels_every_pixel_and_leaves_out_no_data(client, tmp_path):
 
 def test_segment_reads_channels_first_and_standardizes(client, tmp_path):
     images = scene(n=1)[0]
-    store.write_array(tmp_path / "images.zarr", np.moveaxis(images, -1, 0))  # (C, H, W)
+    write_zarr(tmp_path / "images.zarr", np.moveaxis(images, -1, 0))  # (C, H, W)
     run_job(segment_job(tmp_path, input={"channel_axis": 0},
                         training={"standardize": True, "sample": None}))
     out = tmp_path / "out"
@@ -212,8 +212,8 @@ def test_segment_ingests_image_files_once_and_applies_a_saved_model(client, tmp_
     ({"output": {"preview_channels": [0, 1, 7]}}, "output.preview_channels"),
 ])
 def test_segment_mistakes_found_before_work(tmp_path, changes, key):
-    store.write_array(tmp_path / "images.zarr", scene(n=1))
-    store.write_array(tmp_path / "mask.zarr", np.ones((5, 5), dtype=bool))
+    write_zarr(tmp_path / "images.zarr", scene(n=1))
+    write_zarr(tmp_path / "mask.zarr", np.ones((5, 5), dtype=bool))
     changes = json.loads(json.dumps(changes).replace("MASK", str(tmp_path / "mask.zarr")))
     with pytest.raises(ConfigError) as info:
         segment.prepare(JobConfig.from_dict(segment_job(tmp_path, **changes)))
@@ -259,7 +259,7 @@ def test_csv_column_mistakes_name_the_key(tmp_path):
 
 def test_select_resumes_after_the_models_already_fitted(client, tmp_path):
     select = pipeline_module("select")
-    store.write_array(tmp_path / "t.zarr", make_blobs(n_samples=300, n_features=2))
+    write_zarr(tmp_path / "t.zarr", make_blobs(n_samples=300, n_features=2))
     job = {"pipeline": "select", "input": {"path": str(tmp_path / "t.zarr")},
            "select": {"n_components": [1, 2, 3], "covariance_types": ["full", "diag"]},
            "output": {"path": str(tmp_path / "whole")}}

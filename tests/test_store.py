@@ -1,9 +1,9 @@
 """Fitted models survive saving to Zarr, pickling and cloning; bad targets are refused cleanly."""
 
+import json
 import os
 import pickle
 import re
-import socket
 import subprocess
 import sys
 
@@ -16,6 +16,8 @@ from sklearn.exceptions import NotFittedError
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from daskgmm import GaussianMixture, store
+from daskgmm.atomic import atomic_directory, new_staging, remove_dead_staging
+from daskgmm.ownership import MARKER, read_marker
 
 N_COMPONENTS = 3
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
@@ -211,27 +213,25 @@ def test_set_params_rejects_unknown_names():
         GaussianMixture().set_params(n_component=3)
 
 
-def _staging_of(path, pid):
-    return path.with_name(f".{path.name}.incomplete-{socket.gethostname()}-{pid}-0123abcd")
-
-
 def test_overwrite_swaps_old_for_new_and_leaves_no_sibling(tmp_path):
     path = tmp_path / "out"
     for version in ("old", "new"):
-        with store.atomic_directory(path, overwrite=True) as staging:
-            staging.mkdir()
+        with atomic_directory(path, "output") as staging:
             (staging / "version").write_text(version)
     assert (path / "version").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert read_marker(path)["entries"] == ["version"]
 
 
 def test_stale_staging_of_a_dead_job_is_removed_but_a_running_jobs_is_kept(tmp_path):
-    path = tmp_path / "out"
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)
-    dead, alive = _staging_of(path, int(finished.stdout)), _staging_of(path, os.getpid())
-    dead.mkdir()
-    alive.mkdir()
-    store.remove_stale_staging(path)
+    dead, alive = new_staging(tmp_path, "output", "out"), new_staging(tmp_path, "output", "out")
+    marker = json.loads((dead / MARKER).read_text())
+    (dead / MARKER).write_text(json.dumps({**marker, "pid": int(finished.stdout)}))
+    other = new_staging(tmp_path, "output", "elsewhere")
+    (other / MARKER).write_text(json.dumps({**marker, "target": "elsewhere",
+                                            "pid": int(finished.stdout)}))
+    assert remove_dead_staging(tmp_path, "output", "out") == 1
     assert not dead.exists()
-    assert alive.exists()
+    assert alive.exists() and other.exists()

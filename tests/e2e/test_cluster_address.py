@@ -13,9 +13,9 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import process_cluster
+from conftest import process_cluster, write_zarr
 from daskgmm import GaussianMixture
-from daskgmm.store import write_array
+
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +40,7 @@ def test_segment_job_runs_on_a_running_scheduler(tmp_path, scheduler_address):
     regions = (np.arange(64)[:, None] // 22 + np.zeros(64, dtype=int))
     images = colours[regions][None] + rng.normal(scale=6, size=(2, 64, 64, 3))
     images = np.clip(images, 0, 255).astype(np.uint8)
-    write_array(tmp_path / "images.zarr", images)
+    write_zarr(tmp_path / "images.zarr", images)
     done = subprocess.run(
         [sys.executable, "-m", "daskgmm.run", str(REPO / "configs" / "segment.yaml"),
          "--set", f"cluster.address={scheduler_address}",

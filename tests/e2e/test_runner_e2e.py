@@ -17,6 +17,8 @@ import zarr
 from numpy.testing import assert_array_equal
 
 from daskgmm import GaussianMixture
+from daskgmm.atomic import STAGING_PREFIX
+from daskgmm.ownership import read_marker
 from daskgmm.run import main
 from daskgmm.sample_data import sample_scene, sample_table
 from daskgmm.store import read_checkpoint
@@ -160,10 +162,10 @@ def write_job(tmp_path, text):
 
 @pytest.fixture(scope="module")
 def table_store(tmp_path_factory):
-    from daskgmm.store import write_array
+    from conftest import write_zarr
 
     path = tmp_path_factory.mktemp("data") / "table.zarr"
-    write_array(path, sample_table())
+    write_zarr(path, sample_table())
     return path
 
 
@@ -267,12 +269,18 @@ def start_and_kill(args, after_iteration, until=None):
 def writing_started(output):
     """An ``until`` for :func:`start_and_kill`: wait until the job stages ``output``."""
     def until(process):
-        while not any(output.parent.glob(f".{output.name}.incomplete-*")):
+        while not staging_of(output):
             assert process.poll() is None, "the job ended before the kill"
     return until
 
 
 MAX_ITER = 30
+
+
+def staging_of(output):
+    """The staging folders of ``output`` beside it."""
+    return [folder for folder in output.parent.glob(f"{STAGING_PREFIX}*")
+            if (read_marker(folder) or {}).get("target") == output.name]
 
 
 def resumable(table_store):
@@ -297,7 +305,8 @@ def checkpoint_state(path):
 def assert_only_staging_left(folder, *names):
     """``folder`` holds ``names`` and, beside them, only hidden unfinished staging folders."""
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == list(names)
-    assert all(".incomplete-" in p.name for p in folder.iterdir() if p.name.startswith("."))
+    assert all(p.name.startswith(STAGING_PREFIX) for p in folder.iterdir()
+               if p.name.startswith("."))
 
 
 def assert_same_output(out, reference):
@@ -331,7 +340,7 @@ def test_job_killed_while_writing_leaves_nothing_complete_and_resume_matches(
     out = tmp_path / "out"
     start_and_kill(resumable(table_store) + sets(output__path=out), after_iteration=MAX_ITER,
                    until=writing_started(out))
-    assert not out.exists() and list(tmp_path.glob(".out.incomplete-*"))  # killed mid-write
+    assert not out.exists() and staging_of(out)  # killed mid-write
     assert_only_staging_left(tmp_path, "out.checkpoint")
     assert checkpoint_state(tmp_path / "out.checkpoint")["init"] == 1  # the fit was done
 

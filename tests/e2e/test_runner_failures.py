@@ -18,10 +18,17 @@ import yaml
 import zarr
 from numpy.testing import assert_allclose, assert_array_equal
 
-from conftest import kill_group, make_blobs, process_cluster, wait_until_processing
+from conftest import (
+    kill_group,
+    make_blobs,
+    process_cluster,
+    wait_until_processing,
+    write_zarr,
+)
 from daskgmm import GaussianMixture
+from daskgmm.ownership import write_marker
 from daskgmm.run import main
-from daskgmm.store import write_array
+
 
 REPO = Path(__file__).resolve().parents[2]
 JOB_SECONDS = 120
@@ -154,8 +161,9 @@ def test_job_with_a_worker_out_of_memory_finishes_or_fails_clearly(tmp_path):
 
 
 def test_resume_from_a_damaged_checkpoint_is_refused_in_one_line(tmp_path, capsys):
-    write_array(tmp_path / "rows.zarr", make_blobs(n_samples=300))
-    (tmp_path / "out.checkpoint").mkdir()  # a folder, but no Zarr group in it
+    write_zarr(tmp_path / "rows.zarr", make_blobs(n_samples=300))
+    (tmp_path / "out.checkpoint").mkdir()  # a checkpoint's marker, but no Zarr group in it
+    write_marker(tmp_path / "out.checkpoint", "checkpoint", "out.checkpoint", complete=True)
     job = write_job(tmp_path / "rows.zarr", tmp_path / "out", "tcp://127.0.0.1:1")
     assert main([str(job), "--resume"]) == 2
     stderr = capsys.readouterr().err

@@ -1,0 +1,125 @@
+"""Atomic folders: a folder is built in a staging folder and swapped in only when complete.
+
+Staging folders are named ``.daskgmm-staging-<random>`` (a name only daskgmm makes, of fixed
+length whatever the target's name) and hold a marker naming their kind, their target and the
+process writing them, so a later job can tell its own dead leftovers from anything else and
+remove them (:func:`remove_dead_staging`).
+"""
+
+import ctypes
+import errno as _errno
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from .ownership import foreign_entries, is_dead_staging, read_marker, write_marker
+
+STAGING_PREFIX = ".daskgmm-staging-"
+RETIRED_PREFIX = ".daskgmm-retired-"
+_RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
+
+
+def _exchange_directories(first, second):
+    """Swap two existing directories in one atomic step; return False where that is unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_cwd = -100
+    result = renameat2(at_cwd, os.fsencode(first), at_cwd, os.fsencode(second), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (_errno.EINVAL, _errno.ENOSYS, _errno.ENOTSUP):
+        return False
+    raise OSError(errno, os.strerror(errno), str(first))
+
+
+def new_staging(parent, kind, target):
+    """Create and return an empty staging folder in ``parent`` for ``target`` (a path's name)."""
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    staging = Path(parent) / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
+    staging.mkdir()
+    write_marker(staging, kind, target, complete=False)
+    return staging
+
+
+def commit(staging, path, kind):
+    """Seal ``staging`` (list what it holds in its marker) and swap it in at ``path``.
+
+    Readers see the old folder or the new one, never neither: on Linux the two are exchanged
+    in one step; elsewhere the old one is moved aside first, and a job killed between the two
+    renames leaves it as a ``.daskgmm-retired-`` sibling, which :func:`remove_dead_staging`
+    deletes only once ``path`` is back.
+    """
+    path = Path(path)
+    write_marker(staging, kind, path.name, complete=True)
+    if not os.path.lexists(path):
+        os.replace(staging, path)
+    elif _exchange_directories(staging, path):
+        shutil.rmtree(staging)
+    else:
+        retired = path.with_name(f"{RETIRED_PREFIX}{uuid.uuid4().hex}")
+        os.replace(path, retired)
+        os.replace(staging, path)
+        shutil.rmtree(retired)
+
+
+@contextmanager
+def atomic_directory(path, kind, staging_parent=None):
+    """Yield a staging folder that replaces ``path`` only if the block succeeds.
+
+    ``path`` must have been cleared by :meth:`daskgmm.guard.Guard.check` (a real path: links
+    resolved). A failing block leaves nothing behind; a killed one leaves a staging folder that
+    a later job removes.
+
+    Parameters
+    ----------
+    path : Path
+    kind : str
+        What the folder is, recorded in its marker.
+    staging_parent : Path, optional
+        Where to build it; beside ``path`` when None (it must be on the same file system).
+    """
+    path = Path(path)
+    staging = new_staging(staging_parent or path.parent, kind, path.name)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    commit(staging, path, kind)
+
+
+def remove_dead_staging(parent, kind, target=None, stale_after=None):
+    """Delete the staging folders in ``parent`` that dead jobs left while writing ``target``.
+
+    Only folders with a staging name and a staging marker of ``kind`` whose process is gone
+    (or, on another host, older than ``stale_after`` seconds) are deleted: a job writing the
+    same path at the same time keeps its own. Returns how many were deleted.
+    """
+    parent = Path(parent)
+    if not parent.is_dir():
+        return 0
+    removed = 0
+    for folder in parent.glob(f"{STAGING_PREFIX}*"):
+        if folder.is_dir() and not folder.is_symlink() and \
+                is_dead_staging(folder, kind, target, stale_after):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    for folder in parent.glob(f"{RETIRED_PREFIX}*"):
+        if _is_retired_copy(folder, kind, target):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+def _is_retired_copy(folder, kind, target):
+    """A folder moved aside by :func:`commit` whose replacement is now in place."""
+    marker = read_marker(folder)
+    if marker is None or marker["kind"] != kind or (target and marker["target"] != target):
+        return False
+    return (folder.parent / marker["target"]).is_dir() and not foreign_entries(folder, kind)

@@ -1,0 +1,171 @@
+"""The one check on every path a job creates, replaces or deletes.
+
+A :class:`Guard` knows a job's inputs and the paths it has already cleared. Before the first
+byte is written to a path (or a folder is replaced or deleted), :meth:`Guard.check` proves that
+
+- no folder on the way to it is a file;
+- it neither is, holds nor sits inside an input (the job never writes where it reads);
+- it neither holds nor sits inside another path the job writes, unless it is meant to;
+- if it exists and is to be replaced or deleted, daskgmm made it as a folder of that kind (its
+  :mod:`ownership marker <daskgmm.ownership>` says so) and it holds nothing else.
+
+A refusal is a :class:`~daskgmm.config.ConfigError` naming the config key, the path and what
+was found there, which the job runner reports with exit status 2.
+"""
+
+import glob
+import itertools
+import os
+import shutil
+from pathlib import Path
+
+from .config import ConfigError
+from .ownership import foreign_entries
+
+# Foreign entries named in a refusal; the rest are counted.
+SHOWN_ENTRIES = 5
+
+
+def is_url(path):
+    """Whether ``path`` is an fsspec URL (``s3://...``) rather than a local path."""
+    return "://" in str(path)
+
+
+def real_path(path):
+    """The absolute path with links and ``..`` resolved (``nonexist/../out`` is ``out``)."""
+    return Path(os.path.realpath(os.path.abspath(os.fspath(path))))
+
+
+def glob_root(pattern):
+    """The folder a glob searches: its parts up to the first one with a wildcard, normalised."""
+    parts = Path(os.path.normpath(pattern)).parts
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts))
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _overlaps(path, other):
+    return path == other or other in path.parents or path in other.parents
+
+
+def _shown(found):
+    shown = ", ".join(found[:SHOWN_ENTRIES])
+    more = len(found) - SHOWN_ENTRIES
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+class Guard:
+    """The paths a job reads, and the paths it has been cleared to write.
+
+    Parameters
+    ----------
+    inputs : dict of str to str
+        Config key to path (a file, folder, Zarr store or glob) of everything the job reads;
+        None and URLs are skipped.
+    """
+
+    def __init__(self, inputs=None):
+        self.inputs = {}
+        for key, path in (inputs or {}).items():
+            if path and not is_url(path):
+                self.inputs[key] = self._input_paths(path)
+        self.targets = {}
+
+    @staticmethod
+    def _input_paths(path):
+        """An input's real root and paths: itself, or a glob's root and its matches now."""
+        if not glob.has_magic(str(path)):
+            return real_path(path), [real_path(path)], False
+        matches = [real_path(p) for p in glob.glob(str(path), recursive=True)]
+        return real_path(glob_root(path)), matches, "**" in str(path)
+
+    def check(self, path, key, kind, replace=False, empty_ok=False, within=None,
+              fix="choose another path", grows=False):
+        """Clear ``path`` for writing; return its real path (links resolved), to write to.
+
+        Parameters
+        ----------
+        path : str or Path
+        key : str
+            The config key the path comes from, for messages.
+        kind : str
+            What daskgmm keeps there (``output``, ``checkpoint``, ``ingest``, ...); an existing
+            folder is replaced only if its marker names this kind.
+        replace : bool, default=False
+            Whether an existing folder at ``path`` may be replaced (else it is refused).
+        empty_ok : bool, default=False
+            Whether an existing empty folder may be replaced although no marker is in it.
+        within : Path, optional
+            A path already cleared that ``path`` is part of (a batch store's result).
+        fix : str
+            What to do when ``path`` exists and ``replace`` is False.
+        grows : bool, default=False
+            ``path`` is a store that the job adds to and never replaces (a batch store): an
+            existing one is accepted here, and its owner checks what it holds.
+
+        Raises
+        ------
+        ConfigError
+            If any rule of this module is broken.
+        """
+        real = real_path(path)
+        if within is not None and within not in real.parents:
+            raise ConfigError(f"{path} would be outside {within}, where it belongs", key)
+        self._check_parents(real, path, key)
+        self._check_inputs(real, path, key)
+        self._check_targets(real, path, key, within)
+        if os.path.lexists(real) and not grows:
+            if not replace:
+                raise ConfigError(f"{path} exists; {fix}", key)
+            self._check_owned(real, path, key, kind, empty_ok)
+        self.targets[real] = key
+        return real
+
+    def remove(self, path, key, kind):
+        """Delete the ``kind`` folder at ``path`` (if any) after checking it is wholly daskgmm's.
+
+        Raises
+        ------
+        ConfigError
+            If it holds anything daskgmm did not put there, or overlaps an input.
+        """
+        real = self.check(path, key, kind, replace=True)
+        if os.path.lexists(real):
+            shutil.rmtree(real)
+
+    @staticmethod
+    def _check_parents(real, path, key):
+        for parent in real.parents:
+            if parent.exists() and not parent.is_dir():
+                raise ConfigError(f"{path} would be inside {parent}, which is a file; choose a "
+                                  "path in a folder", key)
+
+    def _check_inputs(self, real, path, key):
+        for input_key, (root, matches, recursive) in self.inputs.items():
+            hit = next((match for match in matches if _overlaps(real, match)), None)
+            # A glob's root holding the path would be read by a later run (recursive globs).
+            if hit is None and (real == root or real in root.parents
+                                or (recursive and root in real.parents)):
+                hit = root
+            if hit is not None:
+                raise ConfigError(f"{path} overlaps {input_key} ({hit}); a job never writes "
+                                  "where it reads: choose a path outside the inputs", key)
+
+    def _check_targets(self, real, path, key, within):
+        for target, target_key in self.targets.items():
+            if target == real or (within is not None and (target == within
+                                                          or target in within.parents)):
+                continue
+            if _overlaps(real, target):
+                raise ConfigError(f"{path} overlaps {target_key} ({target}), which this job "
+                                  "also writes; give them separate paths", key)
+
+    @staticmethod
+    def _check_owned(real, path, key, kind, empty_ok):
+        if empty_ok and real.is_dir() and not real.is_symlink() and not any(real.iterdir()):
+            return
+        found = foreign_entries(real, kind)
+        if found:
+            raise ConfigError(f"{path} holds what daskgmm did not write there as a {kind} "
+                              f"({_shown(found)}); it is neither replaced nor deleted. Move "
+                              "those away or choose another path", key)
+
