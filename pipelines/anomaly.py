@@ -3,7 +3,8 @@
 The model is fitted on ``input`` (or loaded from ``model.load``). The threshold is
 ``anomaly.threshold``, a log-likelihood, or the ``anomaly.quantile`` of the scores of the rows
 the model was fitted on (``training.sample`` of ``input``, in memory for the quantile). The rows
-scored are ``anomaly.data`` (a table like ``input``), or ``input`` itself.
+scored are ``anomaly.data`` (a table like ``input``), or ``input`` itself. Rows holding a NaN
+or an infinity are no data: left out of fitting, scored NaN and never flagged.
 
 Output folder: ``result.zarr`` with ``scores`` ``(rows,)`` float64 (log-likelihoods) and
 ``flags`` ``(rows,)`` bool (True = anomaly); ``model.zarr``.
@@ -19,11 +20,13 @@ from .common import (
     Plan,
     compute,
     describe_fit,
+    finite_rows,
     fit_or_load,
     job_output,
     prepare_job,
     resolve_table,
     training_rows,
+    where_valid,
 )
 
 logger = logging.getLogger(__name__)
@@ -60,14 +63,22 @@ def prepare(config, resume=False):
     return prepared
 
 
-def _threshold(prepared, fitted, train_rows):
+def _scores(fitted, rows, valid):
+    """Lazy log-likelihood of every row under the model: NaN for rows without data."""
+    if valid is not None:
+        rows = where_valid(rows, valid, 0)
+    scores = fitted.model.score_samples(fitted.features(rows)).astype(np.float64)
+    return scores if valid is None else where_valid(scores, valid, np.nan)
+
+
+def _threshold(prepared, fitted, train_rows, train_valid):
     """The log-likelihood under which a row is flagged."""
     settings = prepared.config.anomaly
     if settings.threshold is not None:
         return settings.threshold
     fit_rows = fitted.rows
     if fit_rows is None:
-        fit_rows = training_rows(prepared.config, train_rows)
+        fit_rows = training_rows(prepared.config, train_rows, train_valid)
     (scores,) = compute(fitted.model.score_samples(fitted.features(fit_rows)),
                         label="scored the training rows")
     return float(np.quantile(scores, settings.quantile))
@@ -82,18 +93,23 @@ def run(prepared):
         The summary recorded in the output and reported by the runner.
     """
     train_rows = prepared.sources["input"].open(prepared.guard)
-    fitted = fit_or_load(prepared, train_rows)
-    threshold = _threshold(prepared, fitted, train_rows)
+    train_valid, n_non_finite = finite_rows(train_rows)
+    fitted = fit_or_load(prepared, train_rows, train_valid)
+    threshold = _threshold(prepared, fitted, train_rows, train_valid)
     scored = prepared.sources.get("anomaly.data")
-    rows = train_rows if scored is None else scored.open(prepared.guard)
-    scores = fitted.model.score_samples(fitted.features(rows)).astype(np.float64)
-    flags = scores < threshold
+    rows, valid = train_rows, train_valid
+    if scored is not None:
+        rows = scored.open(prepared.guard)
+        valid, n_non_finite = finite_rows(rows)
+    scores = _scores(fitted, rows, valid)
+    flags = scores < threshold  # False for NaN: a row without data is never flagged
     with job_output(prepared) as output:
         (n_flagged,) = output.write_arrays({"scores": scores, "flags": flags}, also=[flags.sum()])
         output.write_model(fitted)
         output.summary.update({
             "threshold": threshold,
             "rows": int(rows.shape[0]),
+            "non_finite_rows": n_non_finite,
             "flagged": int(n_flagged),
         })
     logger.info("flagged %d of %d rows (log-likelihood < %.6g)", n_flagged, rows.shape[0],

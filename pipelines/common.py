@@ -444,6 +444,33 @@ class Fitted:
         return transform(self.scaler, rows)
 
 
+def finite_rows(rows):
+    """Return which rows hold only finite values, or None when all do, and how many do not.
+
+    Rows with a NaN or an infinity are no data: they take no part in fitting, and get the
+    no-data label and a NaN score. Only a float table can hold them; counting them takes one
+    pass over it.
+
+    Parameters
+    ----------
+    rows : dask.array.Array of shape (n_rows, n_features)
+
+    Returns
+    -------
+    valid : dask.array.Array of shape (n_rows,) of bool, or None
+    n_non_finite : int
+    """
+    if rows.dtype.kind not in "fc":
+        return None, 0
+    valid = da.isfinite(rows).all(axis=1)
+    (n_non_finite,) = compute((~valid).sum(), label="counted rows with NaN or infinite values")
+    if not n_non_finite:
+        return None, 0
+    logger.warning("%d of %d rows hold NaN or infinite values: they are left out of fitting and "
+                   "get the no-data label and a NaN score", n_non_finite, rows.shape[0])
+    return valid, int(n_non_finite)
+
+
 def training_rows(config, rows, valid=None):
     """The rows (of the valid ones) to fit on, drawn as ``training.sample`` says."""
     return sample_rows(rows, valid, config.training.sample, config.model.random_state)
@@ -478,7 +505,8 @@ def fit_or_load(prepared, rows, valid=None):
     return Fitted(model, scaler, fit_rows)
 
 
-def _masked(array, valid, fill):
+def where_valid(array, valid, fill):
+    """``array`` where ``valid`` (rows), ``fill`` elsewhere (lazily)."""
     condition = valid if array.ndim == 1 else valid[:, None]
     return da.where(condition, array, np.asarray(fill, dtype=array.dtype))
 
@@ -502,7 +530,7 @@ def prediction_arrays(fitted, rows, output, valid=None):
     fill_values : dict of str to scalar
     """
     model = fitted.model
-    X = fitted.features(rows if valid is None else _masked(rows, valid, 0))
+    X = fitted.features(rows if valid is None else where_valid(rows, valid, 0))
     dtype = label_dtype(model.n_components)
     arrays = {"labels": model.predict(X).astype(dtype)}
     if output.probabilities:
@@ -512,7 +540,7 @@ def prediction_arrays(fitted, rows, output, valid=None):
     if valid is None:
         return arrays, {}
     fills = {"labels": no_data_label(dtype), "probabilities": np.nan, "log_likelihood": np.nan}
-    return ({name: _masked(array, valid, fills[name]) for name, array in arrays.items()},
+    return ({name: where_valid(array, valid, fills[name]) for name, array in arrays.items()},
             {name: fills[name] for name in arrays})
 
 

@@ -3,6 +3,9 @@
 Input: a 2-D Zarr array ``(rows, features)``, or chosen numeric columns (``input.columns``) of
 CSV or Parquet files, read with ``dask.dataframe`` (the ``tabular`` extra).
 
+Rows holding a NaN or an infinity are no data: left out of fitting, labelled with the label
+dtype's largest value, NaN in ``probabilities`` and ``log_likelihood``, counted in the summary.
+
 Output folder: ``result.zarr`` with ``labels`` ``(rows,)`` (smallest unsigned dtype) and, when
 asked, ``probabilities`` ``(rows, K)`` and ``log_likelihood`` ``(rows,)`` in float32;
 ``model.zarr``, loadable with ``GaussianMixture.load``.
@@ -13,6 +16,7 @@ from .common import (
     component_counts,
     describe_fit,
     describe_predictions,
+    finite_rows,
     fit_or_load,
     job_output,
     prediction_arrays,
@@ -46,14 +50,16 @@ def run(prepared):
     """
     config = prepared.config
     rows = prepared.sources["input"].open(prepared.guard)
-    fitted = fit_or_load(prepared, rows)
-    arrays, fills = prediction_arrays(fitted, rows, config.output)
+    valid, n_non_finite = finite_rows(rows)
+    fitted = fit_or_load(prepared, rows, valid)
+    arrays, fills = prediction_arrays(fitted, rows, config.output, valid)
     counts = component_counts(arrays["labels"], fitted.model.n_components)
     with job_output(prepared) as output:
         (row_counts,) = output.write_arrays(arrays, fills, also=[counts])
         output.write_model(fitted)
         output.summary.update({
             "rows": int(rows.shape[0]),
+            "non_finite_rows": n_non_finite,
             "rows_per_component": [int(c) for c in row_counts],
         })
     return output.summary

@@ -22,6 +22,7 @@ from .common import (
     Fitted,
     Plan,
     describe_checkpoint,
+    finite_rows,
     job_output,
     prepare_job,
     resolve_table,
@@ -115,7 +116,7 @@ def run(prepared):
     """
     config, criterion = prepared.config, prepared.extra["grid"].criterion
     rows = prepared.sources["input"].open(prepared.guard)
-    _, scaler, X = training_features(config, rows)
+    _, scaler, X = training_features(config, rows, finite_rows(rows)[0])
     table, best = _fit_grid(prepared, X.persist())
     best_row = min(table, key=lambda row: row[criterion])
     with job_output(prepared) as output:

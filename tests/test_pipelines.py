@@ -244,6 +244,58 @@ def test_fit_reads_chosen_columns_of_table_files(client, tmp_path, file_format):
     assert_array_equal(labels, model.predict(X))
 
 
+NON_FINITE = (5, 17, 300)  # rows given a NaN, an inf and a -inf
+
+
+def table_with_non_finite_rows(tmp_path):
+    X = make_blobs(n_samples=600)
+    X[NON_FINITE[0], 1], X[NON_FINITE[1], 0], X[NON_FINITE[2], 2] = np.nan, np.inf, -np.inf
+    write_zarr(tmp_path / "rows.zarr", da.from_array(X, chunks=200))
+    return X
+
+
+@pytest.mark.parametrize("loaded", [False, True], ids=["fit", "predict"])
+def test_non_finite_rows_are_no_data_in_fit_and_predict(client, tmp_path, loaded):
+    X = table_with_non_finite_rows(tmp_path)
+    finite = np.isfinite(X).all(axis=1)
+    model = {"n_components": 3, "random_state": 0}
+    if loaded:
+        GaussianMixture(3, random_state=0).fit(X[finite]).save(tmp_path / "saved.zarr")
+        model = {"load": str(tmp_path / "saved.zarr")}
+    job = {"pipeline": "predict" if loaded else "fit",
+           "input": {"path": str(tmp_path / "rows.zarr")}, "model": model,
+           "output": {"path": str(tmp_path / "out"), "probabilities": True,
+                      "log_likelihood": True}}
+    config = JobConfig.from_dict(job)
+    summary = fit_pipeline.run(fit_pipeline.prepare(config))
+    assert summary["non_finite_rows"] == len(NON_FINITE)
+    labels = read_result(tmp_path / "out", "labels")
+    assert np.all(labels[~finite] == np.iinfo(labels.dtype).max)
+    fitted = GaussianMixture.load(tmp_path / "out" / "model.zarr")
+    assert_array_equal(labels[finite], fitted.predict(X[finite]))
+    assert np.isnan(read_result(tmp_path / "out", "log_likelihood")[~finite]).all()
+    assert np.isnan(read_result(tmp_path / "out", "probabilities")[~finite]).all()
+    if not loaded:  # fitted on the finite rows alone (components in any order)
+        reference = GaussianMixture(3, random_state=0).fit(X[finite])
+        order = np.argsort(fitted.means_[:, 0]), np.argsort(reference.means_[:, 0])
+        np.testing.assert_allclose(fitted.means_[order[0]], reference.means_[order[1]],
+                                   rtol=1e-3)
+
+
+def test_non_finite_rows_are_never_flagged_by_anomaly(client, tmp_path):
+    X = table_with_non_finite_rows(tmp_path)
+    finite = np.isfinite(X).all(axis=1)
+    job = {"pipeline": "anomaly", "input": {"path": str(tmp_path / "rows.zarr")},
+           "model": {"n_components": 3}, "anomaly": {"quantile": 0.05},
+           "output": {"path": str(tmp_path / "out")}}
+    anomaly = pipeline_module("anomaly")
+    summary = anomaly.run(anomaly.prepare(JobConfig.from_dict(job)))
+    assert summary["non_finite_rows"] == len(NON_FINITE)
+    scores, flags = read_result(tmp_path / "out", "scores"), read_result(tmp_path / "out", "flags")
+    assert np.isnan(scores[~finite]).all() and np.isfinite(scores[finite]).all()
+    assert not flags[~finite].any() and flags[finite].sum() == summary["flagged"] > 0
+
+
 def test_csv_column_mistakes_name_the_key(tmp_path):
     pytest.importorskip("dask.dataframe")
     (tmp_path / "t.csv").write_text("x,name\n1.0,a\n2.0,b\n")
