@@ -224,14 +224,26 @@ def write_segmentation(output, fitted, images, valid, config):
     counts = component_counts(arrays["labels"], fitted.model.n_components)
     arrays = {name: array.reshape((n, height, width) + array.shape[1:])
               for name, array in arrays.items()}
-    (pixel_counts,) = output.write_arrays(arrays, fills, also=[counts])
+    pixel_counts, n_non_finite = output.write_arrays(arrays, fills,
+                                                     also=[counts, non_finite_pixels(images)])
+    if n_non_finite:
+        logger.warning("%d pixels hold NaN or infinite values: they are no data (the no-data "
+                       "label, NaN scores)", n_non_finite)
     if config.preview:
         _write_previews(output, fitted, images.dtype, config.preview_channels)
     output.summary.update({
         "images": [n, height, width, channels],
         "labels": f"{arrays['labels'].shape} {arrays['labels'].dtype}",
+        "non_finite_pixels": int(n_non_finite),
         "pixels_per_component": [int(c) for c in pixel_counts],
     })
+
+
+def non_finite_pixels(images):
+    """Lazy count of the pixels with a NaN or an infinity in some channel."""
+    if images.dtype.kind not in "fc":
+        return 0
+    return (~da.isfinite(images).all(axis=-1)).sum()
 
 
 def _write_previews(output, fitted, input_dtype, channels):
