@@ -10,6 +10,7 @@ import ctypes
 import errno as _errno
 import os
 import shutil
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,8 @@ from .ownership import foreign_entries, is_dead_staging, read_marker, write_mark
 
 STAGING_PREFIX = ".daskgmm-staging-"
 RETIRED_PREFIX = ".daskgmm-retired-"
+# Seconds a new staging folder may stay empty before its marker is written.
+MARKER_GRACE = 60
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
 
 
@@ -106,8 +109,8 @@ def remove_dead_staging(parent, kind, target=None, stale_after=None):
         return 0
     removed = 0
     for folder in parent.glob(f"{STAGING_PREFIX}*"):
-        if folder.is_dir() and not folder.is_symlink() and \
-                is_dead_staging(folder, kind, target, stale_after):
+        if folder.is_dir() and not folder.is_symlink() and (
+                is_dead_staging(folder, kind, target, stale_after) or _is_abandoned(folder)):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     for folder in parent.glob(f"{RETIRED_PREFIX}*"):
@@ -115,6 +118,14 @@ def remove_dead_staging(parent, kind, target=None, stale_after=None):
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
     return removed
+
+
+def _is_abandoned(folder):
+    """An empty staging folder whose writer died before its marker: it holds nothing at all."""
+    try:
+        return not any(folder.iterdir()) and time.time() - folder.stat().st_mtime > MARKER_GRACE
+    except FileNotFoundError:
+        return False
 
 
 def _is_retired_copy(folder, kind, target):

@@ -47,6 +47,10 @@ def _overlaps(path, other):
     return path == other or other in path.parents or path in other.parents
 
 
+def _article(word):
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _shown(found):
     shown = ", ".join(found[:SHOWN_ENTRIES])
     more = len(found) - SHOWN_ENTRIES
@@ -165,7 +169,8 @@ class Guard:
             return
         found = foreign_entries(real, kind)
         if found:
-            raise ConfigError(f"{path} holds what daskgmm did not write there as a {kind} "
-                              f"({_shown(found)}); it is neither replaced nor deleted. Move "
-                              "those away or choose another path", key)
+            raise ConfigError(f"{path} is not {_article(kind)} {kind} folder that daskgmm wrote, or holds "
+                              f"more than daskgmm wrote there (found: {_shown(found)}); it is "
+                              "neither replaced nor deleted. Move those entries away or choose "
+                              "another path", key)
 
