@@ -129,7 +129,12 @@ def count_nonfinite_rows(block):
 
 
 def raise_if_nonfinite(n_nonfinite):
-    """Raise the ValueError that names non-finite input rows, if there are any."""
+    """Raise the ValueError that names non-finite input rows, if there are any.
+
+    The one message for NaN or infinity in X, whichever check finds them: the up-front check of
+    in-memory input, a pass of ``fit``, or a block of a lazy prediction. A block counts only its
+    own rows.
+    """
     if n_nonfinite:
         raise ValueError(
             f"Input X contains NaN or infinity in {n_nonfinite} row(s); GaussianMixture needs "
@@ -309,13 +314,29 @@ def weighted_log_prob(block, density):
 
 
 def log_prob_resp(block, density):
-    """Return ``(log p(x), log responsibilities)`` for a block, like scikit-learn's E-step."""
+    """Return ``(log p(x), log responsibilities)`` for a block, like scikit-learn's E-step.
+
+    Raises the ValueError of :func:`raise_if_nonfinite` if a row of ``block`` holds NaN or
+    infinity: a lazy prediction is checked only here, when its blocks are computed.
+    """
     log_prob = weighted_log_prob(block, density)
     row_max = log_prob.max(axis=1, keepdims=True)
     with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
         log_norm = row_max + np.log(np.exp(log_prob - row_max).sum(axis=1, keepdims=True))
         log_prob -= log_norm
+    _check_finite_rows(block, log_norm)
     return log_norm[:, 0], log_prob
+
+
+def _check_finite_rows(block, log_norm):
+    """Raise if a row of ``block`` is not finite; rows are looked at only when needed.
+
+    A non-finite value makes its row's ``log p(x)`` NaN or -inf, so checking the n values of
+    ``log_norm`` finds every such block without a pass over its n x D values. A finite row can
+    overflow too (far from every component): the block's values decide whether to raise.
+    """
+    if not np.isfinite(log_norm).all():
+        raise_if_nonfinite(count_nonfinite_rows(np.asarray(block)))
 
 
 class _MomentAccumulator:

@@ -214,15 +214,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             Training data; a string is a Zarr store path or URL. Dask and Zarr data are
             streamed chunk by chunk and never gathered.
         y : Ignored
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative weights of the rows.
+        sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
+            Non-negative weights of the rows: a weight of 2 counts a row twice. Weights all
+            below the smallest normal number of X's float dtype are first multiplied by a
+            power of two (exactly, keeping their ratios), so that they can be computed with.
 
         Returns
         -------
         self : GaussianMixture
         """
         check_estimator_params(self)
-        X = check_X(X, n_components=self.n_components)
+        # A warm start continues from the fitted parameters, so X must have their features.
+        n_features = self.n_features_in_ if self._warm_starts() else None
+        X = check_X(X, n_components=self.n_components, n_features=n_features)
         weights = check_sample_weight(sample_weight, X)
         if self.persist and isinstance(X, da.Array):
             X, weights = _persisted(X, weights)
@@ -240,9 +244,13 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.fit(X, sample_weight=sample_weight)
         return self.predict(X)
 
+    def _warm_starts(self):
+        """Whether the next ``fit`` starts from the fitted parameters."""
+        return self.warm_start and hasattr(self, "converged_")
+
     def _fit_source(self, source):
         self._check_initial_parameters(source.n_features)
-        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        do_init = not self._warm_starts()
         n_init = self.n_init if do_init else 1
         random_state = as_random_state(self.random_state)
         self._dtype = source.dtype

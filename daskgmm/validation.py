@@ -13,6 +13,7 @@ import numpy as np
 from .covariance import COVARIANCE_TYPES, is_symmetric_positive_definite, precisions_shape
 from .engine import dask_row_data, numpy_row_data
 from .init import INIT_METHODS
+from .kernels import count_nonfinite_rows, float_dtype_of, raise_if_nonfinite
 
 
 def _interval_error(name, value, kind, low, closed_low=True):
@@ -39,8 +40,34 @@ def check_real(name, value, low):
             f"The '{name}' parameter of GaussianMixture must be a float in the range "
             f"[{low}, inf). Got {value!r} instead."
         )
-    if not value >= low:
+    # Written so that NaN fails too; infinity is outside [low, inf), as in scikit-learn.
+    if not low <= value < np.inf:
         raise _interval_error(name, value, "a float", low)
+
+
+_BOOLEAN_TYPES = (bool, np.bool_)
+_BOOLEAN_KINDS = "an instance of 'bool' or an instance of 'numpy.bool'"
+
+
+def check_bool(name, value):
+    """Refuse anything but ``bool`` and ``numpy.bool_``, as scikit-learn's 'boolean' does."""
+    if not isinstance(value, _BOOLEAN_TYPES):
+        raise TypeError(
+            f"The '{name}' parameter of GaussianMixture must be {_BOOLEAN_KINDS}. "
+            f"Got {value!r} instead."
+        )
+
+
+def check_verbose(value):
+    """Accept an int >= 0 or a bool, as scikit-learn's 'verbose' constraint does."""
+    if isinstance(value, _BOOLEAN_TYPES):
+        return
+    message = ("The 'verbose' parameter of GaussianMixture must be an int in the range "
+               f"[0, inf), {_BOOLEAN_KINDS}. Got {value!r} instead.")
+    if not isinstance(value, numbers.Integral):
+        raise TypeError(message)
+    if value < 0:
+        raise ValueError(message)
 
 
 def check_option(name, value, options):
@@ -61,8 +88,10 @@ def check_estimator_params(estimator):
     check_int("n_init", estimator.n_init, 1)
     check_option("init_params", estimator.init_params, INIT_METHODS)
     check_option("covariance_type", estimator.covariance_type, COVARIANCE_TYPES)
-    check_int("verbose", int(estimator.verbose), 0)
+    check_verbose(estimator.verbose)
     check_int("verbose_interval", estimator.verbose_interval, 1)
+    check_bool("warm_start", estimator.warm_start)
+    check_bool("persist", estimator.persist)
     check_int("split_every", estimator.split_every, 2)
     if estimator.block_rows is not None:
         check_int("block_rows", estimator.block_rows, 1)
@@ -113,19 +142,13 @@ def _check_dims(X, name="X"):
         )
 
 
-def check_finite(X, name="X"):
-    """Raise a ValueError naming NaN or infinity in an in-memory float array."""
-    if X.dtype.kind != "f":
-        return
-    if np.isnan(X).any():
-        raise ValueError(
-            f"Input {name} contains NaN. GaussianMixture does not accept missing values "
-            "encoded as NaN; impute or drop those rows first."
-        )
-    if not np.isfinite(X).all():
-        raise ValueError(
-            f"Input {name} contains infinity or a value too large for {X.dtype!r}."
-        )
+def check_finite(X):
+    """Raise the ValueError of :func:`raise_if_nonfinite` for NaN or infinity in in-memory X.
+
+    Dask input is checked by the passes over it instead (see :mod:`daskgmm.kernels`).
+    """
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        raise_if_nonfinite(count_nonfinite_rows(X))
 
 
 def _rows_only(X):
@@ -179,26 +202,47 @@ def check_X(X, n_components=None, n_features=None):
 
 
 def _check_weight_values(weights):
+    """Check the values of the weights; return their sum and their largest value."""
     if weights.dtype.kind not in "biuf":
         raise TypeError(f"sample_weight must hold real numbers; got dtype {weights.dtype}.")
     if isinstance(weights, da.Array):
-        negative, nonfinite, total = da.compute(
-            (weights < 0).any(), ~da.isfinite(weights).all(), weights.sum()
+        negative, nonfinite, total, largest = da.compute(
+            (weights < 0).any(), ~da.isfinite(weights).all(), weights.sum(), weights.max()
         )
     else:
         negative = (weights < 0).any()
         nonfinite = not np.isfinite(weights).all()
-        total = weights.sum()
+        total, largest = weights.sum(), weights.max()
     if nonfinite:
         raise ValueError("Input sample_weight contains NaN or infinity.")
     if negative:
         raise ValueError("Negative values in data passed to `sample_weight`.")
     if not total > 0:
         raise ValueError("sample_weight must have a positive sum; all weights are zero.")
+    return total, largest
+
+
+def _rescaled_if_subnormal(weights, total, largest, dtype):
+    """The weights times a power of two if even the largest is below ``dtype``'s normal range.
+
+    The passes compute with the weights in ``dtype`` (that of X's blocks); below its smallest
+    normal number they have lost digits or underflow to zero, and k-means|| draws rows by keys
+    ``E / w`` that all overflow, so that no row is drawn. Scaling by ``2 ** k`` keeps every
+    ratio exactly and brings the mean weight between 0.5 and 2, as if the weights were counts.
+    Weights in the normal range are used as given, to the bit: scikit-learn's count padding
+    (10 eps) is absolute, so scaling them would change the fitted model.
+    """
+    if not largest < np.finfo(dtype).tiny:
+        return weights
+    exponent = np.frexp(len(weights))[1] - np.frexp(total)[1]
+    return np.ldexp(weights.astype(np.float64), exponent)
 
 
 def check_sample_weight(sample_weight, X):
-    """Return sample weights matching X's kind and row blocks, checked non-negative and finite."""
+    """Return sample weights matching X's kind and row blocks, checked non-negative and finite.
+
+    Weights too small to compute with are scaled exactly (see :func:`_rescaled_if_subnormal`).
+    """
     if sample_weight is None:
         return None
     if np.isscalar(sample_weight):
@@ -208,7 +252,8 @@ def check_sample_weight(sample_weight, X):
         raise ValueError(
             f"sample_weight.shape == {weights.shape}, expected {(X.shape[0],)}!"
         )
-    _check_weight_values(weights)
+    total, largest = _check_weight_values(weights)
+    weights = _rescaled_if_subnormal(weights, total, largest, float_dtype_of(X.dtype))
     if isinstance(X, da.Array):
         if isinstance(weights, da.Array):
             return weights.rechunk((X.chunks[0],))
