@@ -3,7 +3,7 @@
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dask.array as da
 import numpy as np
@@ -205,7 +205,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
         """Estimate the model parameters with the EM algorithm.
 
         Parameters
@@ -219,6 +219,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             below the smallest normal number of X's float dtype are first multiplied by a
             power of two (exactly, keeping their ratios), so that they can be computed with.
 
+        callback : callable, optional
+            Called as ``callback(state)`` with a :class:`FitState` after every EM iteration and
+            at the end of every initialisation: a place to watch a fit, or save its state. An
+            exception raised there stops the fit.
+        resume : FitState, optional
+            A state a callback was given: the fit continues from it and ends at the model the
+            uninterrupted fit reaches, to the last bit (same X, weights and parameters).
+
         Returns
         -------
         self : GaussianMixture
@@ -231,7 +239,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         if self.persist and isinstance(X, da.Array):
             X, weights = _persisted(X, weights)
         source = row_data(X, weights, self.block_rows)
-        self._fit_source(source)
+        self._fit_source(source, callback or _ignore, resume)
         return self
 
     def fit_predict(self, X, y=None, sample_weight=None):
@@ -248,25 +256,33 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Whether the next ``fit`` starts from the fitted parameters."""
         return self.warm_start and hasattr(self, "converged_")
 
-    def _fit_source(self, source):
+    def _fit_source(self, source, callback, resume=None):
+        """The EM loop: ``n_init`` initialisations, each iterated to convergence, the best kept."""
         self._check_initial_parameters(source.n_features)
         do_init = not self._warm_starts()
         n_init = self.n_init if do_init else 1
         random_state = as_random_state(self.random_state)
         self._dtype = source.dtype
-        best = None
+        state = resume or FitState(init=0)
+        if state.random_state is not None:  # resumed: later draws continue from there
+            random_state.set_state(state.random_state)
         # One BLAS thread for the client's small M-step algebra too (see single_threaded_blas).
         with single_threaded_blas():
-            for init in range(n_init):
-                self._print_verbose_init_start(init)
-                params = (self._initial_parameters(source, random_state) if do_init
-                          else self._params())
-                start_bound = -np.inf if do_init else self.lower_bound_
-                run = self._run_em(source, params, start_bound)
+            for init in range(state.init, n_init):
+                state.init = init
+                if state.current is None:
+                    self._print_verbose_init_start(init)
+                    state.current = self._initial_run(source, random_state, do_init)
+                    state.random_state = random_state.get_state()
+                self._run_em(source, state, callback)
                 # As in scikit-learn: without iterations the last initialisation is kept.
-                if best is None or self.max_iter == 0 or run.lower_bound > best.lower_bound:
-                    best = run
-        self._set_fitted(best, source.n_features)
+                run = state.current
+                if state.best is None or self.max_iter == 0 or \
+                        run.lower_bound > state.best.lower_bound:
+                    state.best = run
+                state.init, state.current = init + 1, None
+                callback(state)
+        self._set_fitted(state.best, source.n_features)
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. Try different init "
@@ -274,27 +290,30 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 ConvergenceWarning,
             )
 
-    def _run_em(self, source, params, lower_bound):
-        run = _EMRun(params=params, lower_bound=-np.inf, n_iter=0, converged=False)
-        if self.max_iter == 0:
-            return run
+    def _initial_run(self, source, random_state, do_init):
+        """A run at its start: drawn parameters, or the fitted ones for a warm start."""
+        if do_init:
+            return EMRun(self._initial_parameters(source, random_state))
+        return EMRun(self._params(), start_bound=self.lower_bound_)
+
+    def _run_em(self, source, state, callback):
+        """Iterate ``state.current`` until it converges or reaches ``max_iter``."""
+        run = state.current
         started = time.perf_counter()
-        for n_iter in range(1, self.max_iter + 1):
+        while run.n_iter < self.max_iter and not run.converged:
             iteration_start = time.perf_counter()
-            previous = lower_bound
+            previous = run.lower_bounds[-1] if run.lower_bounds else run.start_bound
             stats = self._em_pass(source, run.params)
             run.params, reseeded = self._m_step(stats, source)
             run.n_reseeded += reseeded
-            lower_bound = stats.log_likelihood / stats.total_weight
-            run.lower_bounds.append(lower_bound)
-            change = lower_bound - previous
-            self._log_iteration(n_iter, lower_bound, change, time.perf_counter() - iteration_start)
-            if abs(change) < self.tol:
-                run.converged = True
-                break
-        run.lower_bound, run.n_iter = lower_bound, n_iter
-        self._print_verbose_init_end(lower_bound, run.converged, time.perf_counter() - started)
-        return run
+            run.lower_bounds.append(stats.log_likelihood / stats.total_weight)
+            change = run.lower_bound - previous
+            run.converged = abs(change) < self.tol
+            self._log_iteration(run.n_iter, run.lower_bound, change,
+                                time.perf_counter() - iteration_start)
+            callback(state)
+        self._print_verbose_init_end(run.lower_bound, run.converged,
+                                     time.perf_counter() - started)
 
     def _em_pass(self, source, params):
         density = make_log_density(params.weights, params.means, params.precisions_cholesky,
@@ -545,15 +564,67 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
 
 @dataclass
-class _EMRun:
-    params: MixtureParams
-    lower_bound: float
-    n_iter: int
-    converged: bool
-    n_reseeded: int = 0
+class EMRun:
+    """One initialisation's EM iterations: its parameters now and its lower bounds so far.
 
-    def __post_init__(self):
-        self.lower_bounds = []
+    Attributes
+    ----------
+    params : MixtureParams
+    lower_bounds : list of float
+        One per iteration run.
+    converged : bool
+    n_reseeded : int
+        Components re-seeded so far.
+    start_bound : float
+        The lower bound the first iteration's change is measured from (-inf, or a warm
+        start's).
+    """
+
+    params: MixtureParams
+    lower_bounds: list = field(default_factory=list)
+    converged: bool = False
+    n_reseeded: int = 0
+    start_bound: float = -np.inf
+
+    @property
+    def n_iter(self):
+        """Iterations run so far."""
+        return len(self.lower_bounds)
+
+    @property
+    def lower_bound(self):
+        """The last iteration's lower bound (-inf before the first)."""
+        return self.lower_bounds[-1] if self.lower_bounds else -np.inf
+
+
+@dataclass
+class FitState:
+    """Where a fit stands: enough to watch it, save it and resume it to the same model.
+
+    Given to ``fit``'s callback after every EM iteration and at the end of every
+    initialisation; ``fit(X, resume=state)`` continues from it.
+
+    Attributes
+    ----------
+    init : int
+        The initialisation running (from 0); ``n_init`` once all have finished.
+    current : EMRun or None
+        The running initialisation; None between two.
+    best : EMRun or None
+        The best finished initialisation so far.
+    random_state : tuple or None
+        ``RandomState.get_state()`` after the running initialisation was drawn, so that the
+        later ones draw what they would have drawn.
+    """
+
+    init: int
+    current: EMRun = None
+    best: EMRun = None
+    random_state: tuple = None
+
+
+def _ignore(state):
+    """The callback of a fit nobody watches."""
 
 
 def _persisted(X, weights):
