@@ -9,9 +9,11 @@ scheduler; ``slurm`` and ``pbs`` submit one batch job per worker through dask-jo
 (extra ``kubernetes``). More kinds are added with :func:`register`.
 """
 
+import contextvars
 import difflib
 import importlib
 import importlib.util
+import logging
 import secrets
 import warnings
 from contextlib import contextmanager
@@ -38,6 +40,10 @@ IMAGE_HINT = "ghcr.io/daskgmm/daskgmm:0.1.0"
 
 # Seconds after which the Dask operator deletes an idle cluster that kind kubernetes created.
 IDLE_TIMEOUT = 600
+
+# The least level of distributed's log records written to stderr while a client is open (see
+# open_client); WARNING, as a LocalCluster keeps it by default.
+_LOG_LEVEL = contextvars.ContextVar("daskgmm_distributed_log_level", default=logging.WARNING)
 
 
 @dataclass(frozen=True)
@@ -95,10 +101,41 @@ def describe_cluster(config):
 
 
 @contextmanager
-def open_client(config):
-    """Yield a ``distributed.Client`` for the ``cluster`` section; close what was started."""
-    with _kind(config).open(config) as client:
-        yield client
+def open_client(config, log_level=logging.WARNING):
+    """Yield a ``distributed.Client`` for the ``cluster`` section; close what was started.
+
+    Only distributed's log records of at least ``log_level`` reach stderr, from this process
+    and from a local cluster's workers, until the cluster's event loop has stopped: a cluster
+    restores its own log level while closing, before its scheduler has sent its last messages,
+    and those that find a worker already gone are logged with a ``CommClosedError`` traceback.
+    """
+    token = _LOG_LEVEL.set(log_level)
+    try:
+        with _distributed_log_filter(log_level), _kind(config).open(config) as client:
+            yield client
+    finally:
+        _LOG_LEVEL.reset(token)
+
+
+@contextmanager
+def _distributed_log_filter(level):
+    """Keep distributed's log records under ``level`` off this process's handlers meanwhile."""
+    import distributed  # noqa: F401  (sets up its loggers and their handlers)
+
+    def keep(record):
+        return record.levelno >= level
+
+    loggers = [log for name, log in list(logging.Logger.manager.loggerDict.items())
+               if name.split(".")[0] == "distributed" and isinstance(log, logging.Logger)]
+    # Some of distributed's loggers have handlers of their own and do not propagate.
+    handlers = list(dict.fromkeys(handler for log in loggers for handler in log.handlers))
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
 def dashboard_link(client):
@@ -183,6 +220,8 @@ def _local_options(config):
         "memory_limit": _local_memory_limit(config),
         "processes": _local_processes(config),
         "dashboard_address": config.dashboard_address,
+        # Its workers log to this process's stderr, or to their processes' own, inherited from it.
+        "silence_logs": _LOG_LEVEL.get(),
     }
     return {name: value for name, value in options.items() if value is not None}
 

@@ -24,6 +24,9 @@ from .cluster import check_cluster, dashboard_link, describe_cluster, open_clien
 from .config import ConfigError, load_config
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_SKIPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+# Above every level: without --verbose no record of distributed's (a worker's traceback of a
+# failed task among them) reaches stderr; the job reports its own failure.
+_DISTRIBUTED_SILENT = logging.CRITICAL + 1
 
 logger = logging.getLogger("daskgmm.run")
 
@@ -172,8 +175,11 @@ def _workers_died(error):
     return isinstance(error, KilledWorker)
 
 
-def execute(config, pipeline, prepared):
+def execute(config, pipeline, prepared, verbose=False):
     """Open the cluster and run the pipeline; return its summary.
+
+    Distributed's log (its warnings, and its errors with the tracebacks of failed tasks) reaches
+    stderr only if ``verbose``.
 
     Low-level task fusion is off for the job: a job computes the same source keys in graphs of
     different shapes (the training sample, persisted, then the predictions), and fusion would
@@ -181,8 +187,9 @@ def execute(config, pipeline, prepared):
     """
     if prepared.nothing_to_do is not None:  # e.g. a batch with no new input: no cluster needed
         return prepared.nothing_to_do
+    log_level = logging.WARNING if verbose else _DISTRIBUTED_SILENT
     with dask.config.set({"optimization.fuse.active": False}), \
-            open_client(config.cluster) as client:
+            open_client(config.cluster, log_level=log_level) as client:
         print(f"dashboard: {dashboard_link(client)}", flush=True)
         return pipeline.run(prepared)
 
@@ -218,7 +225,7 @@ def _run(args):
     print(f"daskgmm {config.pipeline} job: {args.config} -> {config.output.path}", flush=True)
     started = time.perf_counter()
     try:
-        summary = execute(config, pipeline, prepared)
+        summary = execute(config, pipeline, prepared, args.verbose)
     except KeyboardInterrupt:
         print("interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -8,6 +8,7 @@ import zarr
 
 from . import atomic
 from .guard import Guard, is_url
+from .reading import as_dask_array
 
 MODEL_FORMAT = "daskgmm.GaussianMixture"
 MODEL_FORMAT_VERSION = 1
@@ -39,7 +40,7 @@ def open_array(path, component=None):
             f"{path!r} is a Zarr group, not an array; name one of its arrays "
             f"({', '.join(names) or 'it has none'}), e.g. {path}/{names[0] if names else 'X'}."
         )
-    return da.from_zarr(node)
+    return as_dask_array(node)
 
 
 def _member(group, name, path):
@@ -352,16 +353,56 @@ def table_rows(frame):
 def group_array_names(path):
     """Return the names of the arrays at the top of the local Zarr group at ``path``, sorted.
 
+    Members are found by their metadata files (``zarr.json`` or ``.zarray`` in a folder of the
+    group), not opened, so that one damaged member neither hides the others nor fails the
+    listing: a member whose metadata does not parse is listed (opening it says why, see
+    :func:`zarr_array_error`). Subgroups are left out.
+
     Raises
     ------
     ValueError
         If ``path`` holds a Zarr array, not a group.
     """
+    import json
+
     node = zarr.open(str(path), mode="r")
     if not isinstance(node, zarr.Group):
         raise ValueError(f"{str(path)!r} is a Zarr array; batch mode reads a group of arrays, "
                          "each an input")
-    return sorted(name for name, _ in node.arrays())
+
+    def is_array(folder):
+        if (folder / ".zarray").is_file():
+            return True
+        try:
+            return json.loads((folder / "zarr.json").read_text()).get("node_type") != "group"
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, AttributeError):  # damaged: an input that cannot be read
+            return True
+
+    return sorted(child.name for child in Path(path).iterdir()
+                  if child.is_dir() and is_array(child))
+
+
+def zarr_array_error(path):
+    """Decode every chunk of the Zarr array at ``path``; return why that failed, or None.
+
+    A batch checks each array of a Zarr group with this on the cluster before reading any of
+    them (as image files with :func:`image_file_error`): damaged metadata shows when the array
+    is opened, a corrupt or truncated chunk only when it is decoded. One chunk (or shard) is
+    held at a time.
+    """
+    import itertools
+
+    try:
+        array = zarr.open_array(str(path), mode="r")
+        step = array.shards or array.chunks
+        starts = [range(0, size, length) for size, length in zip(array.shape, step)]
+        for corner in itertools.product(*starts):
+            array[tuple(slice(start, start + length) for start, length in zip(corner, step))]
+    except Exception as error:  # zarr and its codecs raise many kinds (KeyError, RuntimeError)
+        return f"not a readable Zarr array ({type(error).__name__}: {error})"
+    return None
 
 
 def image_file_error(path):

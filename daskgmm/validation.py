@@ -106,7 +106,9 @@ def _as_array(X):
 
         return open_array(X)
     if type(X).__module__.startswith("zarr"):
-        return da.from_zarr(X)
+        from .reading import as_dask_array
+
+        return as_dask_array(X)
     if hasattr(X, "tocsr") or hasattr(X, "todense"):
         raise TypeError(
             "Sparse input is not supported by GaussianMixture; pass a dense array, e.g. "
