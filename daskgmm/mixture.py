@@ -309,9 +309,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             run.lower_bounds.append(stats.log_likelihood / stats.total_weight)
             change = run.lower_bound - previous
             run.converged = abs(change) < self.tol
+            callback(state)
             self._log_iteration(run.n_iter, run.lower_bound, change,
                                 time.perf_counter() - iteration_start)
-            callback(state)
         self._print_verbose_init_end(run.lower_bound, run.converged,
                                      time.perf_counter() - started)
 

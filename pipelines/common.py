@@ -27,7 +27,6 @@ from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
 
 from .training import (
     Checkpoint,
-    EMState,
     Standardizer,
     fingerprint,
     fit_mixture,
@@ -297,7 +296,7 @@ class Prepared:
     guard: Guard
     loaded: GaussianMixture = None
     scaler: Standardizer = None
-    resumed: tuple = None
+    resumed: object = None
     plan: Plan = None
     extra: dict = field(default_factory=dict)
     #: The summary of a job found to have nothing to do: the runner then opens no cluster.
@@ -421,14 +420,16 @@ def describe_checkpoint(prepared, when=None):
     when = when or f"every {checkpoint.every} iteration(s)"
     line = f"checkpoint: {checkpoint.path}, {when}"
     if prepared.resumed is not None:
-        line += f"; resuming from it ({_resume_point(prepared.resumed[1])})"
+        line += f"; resuming from it ({_resume_point(prepared.resumed)})"
     return line
 
 
-def _resume_point(state):
-    if "lower_bounds" in state:
-        return f"initialisation {state['init'] + 1}, iteration {len(state['lower_bounds'])}"
-    return f"{len(state.get('rows', []))} model(s) already fitted"
+def _resume_point(saved):
+    if isinstance(saved, tuple):  # a grid's progress
+        return f"{len(saved[1].get('rows', []))} model(s) already fitted"
+    run = saved.current
+    iteration = f", iteration {run.n_iter}" if run is not None else " (starting)"
+    return f"initialisation {saved.init + 1}{iteration}"
 
 
 @dataclass
@@ -500,8 +501,7 @@ def fit_or_load(prepared, rows, valid=None):
     if prepared.loaded is not None:
         return Fitted(prepared.loaded, prepared.scaler)
     fit_rows, scaler, X = training_features(prepared.config, rows, valid)
-    state = EMState.restore(*prepared.resumed) if prepared.resumed else None
-    model = fit_mixture(X, prepared.config.model, prepared.checkpoint, state)
+    model = fit_mixture(X, prepared.config.model, prepared.checkpoint, prepared.resumed)
     return Fitted(model, scaler, fit_rows)
 
 

@@ -1,29 +1,25 @@
-"""Fitting for jobs: the rows to fit on, their scaling, and EM in checkpointed single steps.
+"""Fitting for jobs: the rows to fit on, their scaling, and the checkpoint of the fit.
 
-A job fits by stepping: one warm-started EM iteration per ``fit`` call, convergence judged across
-steps with the estimator's own rule (stop when the lower bound changes by less than ``tol``).
-The state after every step (the model, the lower bounds so far, the initialisation being run and
-the best one finished) can be saved, so a resumed job continues exactly where a killed one
-stopped. A job always steps, checkpoint or not, so that a resumed fit and an uninterrupted one
-perform the very same floating-point operations and end at the same model.
+A job fits with the estimator's own EM loop; the checkpoint is the loop's callback, saving its
+:class:`~daskgmm.mixture.FitState` as it goes, so a resumed job continues exactly where a killed
+one stopped and ends at the estimator's model, to the bit.
 """
 
 import hashlib
 import json
 import logging
-import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
-from daskgmm import ConvergenceWarning, GaussianMixture
+from daskgmm import GaussianMixture
 from daskgmm.atomic import remove_dead_staging
+from daskgmm.checkpoint import CHECKPOINT_FORMAT, read_fit_state, write_fit_state
 from daskgmm.config import ConfigError
 from daskgmm.guard import Guard
-from daskgmm.store import CHECKPOINT, read_checkpoint, write_checkpoint
+from daskgmm.store import CHECKPOINT, read_attrs, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +136,9 @@ class Checkpoint:
     guard: Guard = field(default_factory=Guard)
 
     def load(self):
-        """Return ``(models, state)`` saved by this job, None if there is no checkpoint.
+        """Return what this job saved: a FitState (a fit) or ``(models, state)`` (a grid).
+
+        None if there is no checkpoint (or checkpoints are off).
 
         Raises
         ------
@@ -152,26 +150,39 @@ class Checkpoint:
             return None
         self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
         try:
-            saved = read_checkpoint(self.path, GaussianMixture)
+            saved, fingerprint = self._read()
         except Exception as error:  # zarr's or the model's own errors for a damaged folder
             raise ConfigError(f"cannot read {self.path} ({type(error).__name__}: {error}); "
                               "delete it, or rerun without --resume to start over",
                               "checkpoint") from None
-        if saved is None:
-            return None
-        models, state = saved
-        if state.get("fingerprint") != self.fingerprint:
+        if saved is not None and fingerprint != self.fingerprint:
             raise ConfigError(f"{self.path} was written by a job with another input, model or "
                               "training section; delete it, or rerun without --resume to start "
                               "over", "checkpoint")
-        return models, state
+        return saved
 
-    def save(self, models, state, step=None):
-        """Save the state (when enabled, and at every ``every``-th step when ``step`` is given)."""
-        if not self.enabled or (step is not None and step % self.every):
+    def _read(self):
+        if not Path(self.path).exists():
+            return None, None
+        if read_attrs(self.path).get("format") == CHECKPOINT_FORMAT:
+            state, extra = read_fit_state(self.path)
+            return state, extra.get("fingerprint")
+        models, state = read_checkpoint(self.path, GaussianMixture)
+        return (models, state), state.get("fingerprint")
+
+    def save(self, models, state):
+        """Save named models and a JSON ``state`` (a grid's progress), when enabled."""
+        if self.enabled:
+            path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
+            write_checkpoint(path, models, {**state, "fingerprint": self.fingerprint})
+
+    def save_fit(self, state):
+        """A ``fit`` callback: save the fit's state every ``every`` iterations and at the end
+        of every initialisation, when enabled."""
+        if not self.enabled or (state.current is not None and state.current.n_iter % self.every):
             return
         path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
-        write_checkpoint(path, models, {**state, "fingerprint": self.fingerprint})
+        write_fit_state(path, state, {"fingerprint": self.fingerprint})
 
     def remove(self):
         """Delete the checkpoint (after the job's output is committed)."""
@@ -184,29 +195,6 @@ class Checkpoint:
         if self.enabled:
             path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
             remove_dead_staging(path.parent, CHECKPOINT, path.name)
-
-
-@dataclass
-class EMState:
-    """Where a stepped fit is: the initialisation running, its model and bounds, the best so far."""
-
-    init: int = 0
-    current: GaussianMixture = None
-    lower_bounds: list = field(default_factory=list)
-    best: GaussianMixture = None
-
-    def models(self):
-        named = {"current": self.current, "best": self.best}
-        return {name: model for name, model in named.items() if model is not None}
-
-    def attrs(self):
-        return {"init": self.init, "lower_bounds": self.lower_bounds}
-
-    @classmethod
-    def restore(cls, models, state):
-        """Rebuild the state from what :meth:`Checkpoint.load` returned."""
-        return cls(init=state["init"], current=models.get("current"),
-                   lower_bounds=list(state["lower_bounds"]), best=models.get("best"))
 
 
 def estimator(config, **overrides):
@@ -225,67 +213,8 @@ def estimator(config, **overrides):
     return GaussianMixture(**{**params, **overrides})
 
 
-def _initial_model(X, config, init):
-    """The model right after initialisation ``init`` (before any EM iteration)."""
-    seed = config.random_state
-    if init > 0:  # the first one matches GaussianMixture(random_state=seed); later ones differ
-        seed = np.random.default_rng(np.random.SeedSequence([config.random_state, init]))
-    return estimator(config, max_iter=0, n_init=1, random_state=seed).fit(X)
-
-
-def em_step(model, X):
-    """Run one EM iteration from the model's current parameters (sets ``converged_``)."""
-    model.set_params(warm_start=True, max_iter=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model.fit(X)
-
-
-class _HideEstimatorLog(logging.Filter):
-    def filter(self, record):
-        return record.name != "daskgmm"
-
-
-@contextmanager
-def _own_iteration_log():
-    """Hide the estimator's own lines (each one-step fit would call itself iteration 1).
-
-    A filter on the "daskgmm" logger drops only records logged on it, not those of its children
-    (this module's logger), which reach the same handlers.
-    """
-    hide = _HideEstimatorLog()
-    logging.getLogger("daskgmm").addFilter(hide)
-    try:
-        yield
-    finally:
-        logging.getLogger("daskgmm").removeFilter(hide)
-
-
-def _run_em(X, config, state, checkpoint):
-    """Step the current initialisation until it converges or reaches ``max_iter``."""
-    model = state.current
-    while len(state.lower_bounds) < config.max_iter and not model.converged_:
-        started = time.perf_counter()
-        previous = model.lower_bound_
-        em_step(model, X)
-        state.lower_bounds.append(model.lower_bound_)
-        _record_run(model, state.lower_bounds)
-        checkpoint.save(state.models(), state.attrs(), step=len(state.lower_bounds))
-        logger.info("iteration %d lower bound %.10g change %.3g (%.3fs)", len(state.lower_bounds),
-                    model.lower_bound_, model.lower_bound_ - previous,
-                    time.perf_counter() - started)
-    if config.max_iter and not model.converged_:
-        logger.warning("initialisation %d did not converge in %d iterations; raise model.max_iter "
-                       "or model.tol", state.init, config.max_iter)
-
-
-def _record_run(model, lower_bounds):
-    model.n_iter_ = len(lower_bounds)
-    model.lower_bounds_ = list(lower_bounds)
-
-
-def fit_mixture(X, config, checkpoint, state=None):
-    """Fit a GaussianMixture by checkpointed EM steps; the best of ``n_init`` runs wins.
+def fit_mixture(X, config, checkpoint, resumed=None):
+    """Fit the ``model`` section's GaussianMixture on X with the estimator's own loop.
 
     Parameters
     ----------
@@ -293,28 +222,13 @@ def fit_mixture(X, config, checkpoint, state=None):
         The (persisted) rows to fit on.
     config : ModelConfig
     checkpoint : Checkpoint
-    state : EMState, optional
-        A resumed state; a fresh fit when None.
+        Saves the fit's state as it goes.
+    resumed : FitState, optional
+        The state a killed job saved: the fit continues from it to the uninterrupted model.
 
     Returns
     -------
     GaussianMixture
-        Fitted, with ``n_iter_``, ``lower_bounds_`` and the parameters of ``config``.
     """
-    state = state or EMState()
     checkpoint.discard_partial()
-    with _own_iteration_log():
-        for init in range(state.init, config.n_init):
-            state.init = init
-            if state.current is None:
-                logger.info("initialisation %d of %d", init + 1, config.n_init)
-                state.current, state.lower_bounds = _initial_model(X, config, init), []
-            _run_em(X, config, state, checkpoint)
-            if state.best is None or config.max_iter == 0 or \
-                    state.current.lower_bound_ > state.best.lower_bound_:
-                state.best = state.current
-            state.init, state.current, state.lower_bounds = init + 1, None, []
-            checkpoint.save(state.models(), state.attrs())
-    best = state.best
-    best.set_params(**estimator(config).get_params())
-    return best
+    return estimator(config).fit(X, callback=checkpoint.save_fit, resume=resumed)

@@ -16,7 +16,7 @@ from daskgmm.run import pipeline_module
 # Through the runner's loader, which also finds the pipelines in a source checkout.
 fit_pipeline, segment = pipeline_module("fit"), pipeline_module("segment")
 render, training = pipeline_module("render"), pipeline_module("training")
-Checkpoint, EMState, Standardizer = training.Checkpoint, training.EMState, training.Standardizer
+Checkpoint, Standardizer = training.Checkpoint, training.Standardizer
 fit_mixture, sample_rows = training.fit_mixture, training.sample_rows
 colour_labels, component_colours = render.colour_labels, render.component_colours
 line_plot = render.line_plot
@@ -47,16 +47,18 @@ def scene(n=2, size=32, seed=0):
     return images.astype(np.float32)
 
 
-# ---------------------------------------------------------------- fitting by steps
+# ---------------------------------------------------------------- fitting, checkpointed
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
-def test_stepping_reaches_the_estimators_model(client, covariance_type):
-    X = da.from_array(make_blobs(n_samples=900), chunks=300)
-    config = ModelConfig(n_components=3, covariance_type=covariance_type, tol=1e-6)
-    off = Checkpoint("unused", 1, "x", enabled=False)
-    stepped = fit_mixture(X, config, off)
-    plain = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, random_state=0).fit(X)
+def test_a_checkpointed_fit_is_the_estimators_model(client, tmp_path, covariance_type, dtype):
+    X = da.from_array(make_blobs(n_samples=900).astype(dtype), chunks=100)
+    config = ModelConfig(n_components=3, covariance_type=covariance_type, tol=1e-6, n_init=2,
+                         split_every=2)
+    stepped = fit_mixture(X, config, Checkpoint(str(tmp_path / "c"), 1, "x"))
+    plain = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, random_state=0,
+                            n_init=2, split_every=2).fit(X)
     assert stepped.lower_bounds_ == plain.lower_bounds_
     assert stepped.n_iter_ == plain.n_iter_ and stepped.converged_
     assert_array_equal(stepped.means_, plain.means_)
@@ -74,8 +76,15 @@ class CrashingCheckpoint(Checkpoint):
         super().__init__(*args, **kwargs)
         self.saves_left = after
 
-    def save(self, models, state, step=None):
-        super().save(models, state, step)
+    def save_fit(self, state):
+        super().save_fit(state)
+        self._count()
+
+    def save(self, models, state):
+        super().save(models, state)
+        self._count()
+
+    def _count(self):
         self.saves_left -= 1
         if self.saves_left == 0:
             raise Crash
@@ -89,9 +98,8 @@ def test_resume_ends_at_the_uninterrupted_model(client, tmp_path, crash_after):
     crashing = CrashingCheckpoint(str(tmp_path / "b"), 1, "job", after=crash_after)
     with pytest.raises(Crash):
         fit_mixture(X, config, crashing)
-    models, state = Checkpoint(str(tmp_path / "b"), 1, "job").load()
-    resumed = fit_mixture(X, config, Checkpoint(str(tmp_path / "b"), 1, "job"),
-                          EMState.restore(models, state))
+    state = Checkpoint(str(tmp_path / "b"), 1, "job").load()
+    resumed = fit_mixture(X, config, Checkpoint(str(tmp_path / "b"), 1, "job"), state)
     assert resumed.lower_bounds_ == whole.lower_bounds_
     assert_same_arrays(resumed, whole)
 

@@ -21,7 +21,7 @@ from daskgmm.atomic import STAGING_PREFIX
 from daskgmm.ownership import read_marker
 from daskgmm.run import main
 from daskgmm.sample_data import sample_scene, sample_table
-from daskgmm.store import read_checkpoint
+from daskgmm.checkpoint import read_fit_state
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -299,7 +299,7 @@ def reference(tmp_path_factory, table_store):
 
 
 def checkpoint_state(path):
-    return read_checkpoint(path, GaussianMixture)[1]
+    return read_fit_state(path)[0]
 
 
 def assert_only_staging_left(folder, *names):
@@ -321,7 +321,7 @@ def test_killed_job_leaves_nothing_complete_and_resume_matches(tmp_path, table_s
     start_and_kill(resumable(table_store) + sets(output__path=out), after_iteration=5)
     assert not out.exists()
     assert_only_staging_left(tmp_path, "out.checkpoint")
-    assert 5 <= len(checkpoint_state(tmp_path / "out.checkpoint")["lower_bounds"]) < MAX_ITER
+    assert 5 <= checkpoint_state(tmp_path / "out.checkpoint").current.n_iter < MAX_ITER
 
     done = run("fit.yaml", *resumable(table_store), *sets(output__path=out), "--resume")
     assert done.returncode == 0, done.stderr
@@ -342,7 +342,7 @@ def test_job_killed_while_writing_leaves_nothing_complete_and_resume_matches(
                    until=writing_started(out))
     assert not out.exists() and staging_of(out)  # killed mid-write
     assert_only_staging_left(tmp_path, "out.checkpoint")
-    assert checkpoint_state(tmp_path / "out.checkpoint")["init"] == 1  # the fit was done
+    assert checkpoint_state(tmp_path / "out.checkpoint").init == 1  # the fit was done
 
     done = run("fit.yaml", *resumable(table_store), *sets(output__path=out), "--resume")
     assert done.returncode == 0, done.stderr

@@ -1,0 +1,77 @@
+"""The checkpoint's Zarr format: a fit's :class:`~daskgmm.mixture.FitState`, saved and read back.
+
+A checkpoint is a Zarr group: ``current/`` and ``best/`` hold the parameters of the running and
+the best finished initialisation (float64, exactly as the loop holds them), and the attributes
+hold the rest (iteration bounds, the RandomState's position, the job's ``extra`` facts), so a
+resumed fit performs the same operations on the same bits as one never stopped.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from . import atomic
+from .mixture import EMRun, FitState, MixtureParams
+
+CHECKPOINT = "checkpoint"
+CHECKPOINT_FORMAT = "daskgmm.FitState"
+_PARAMS = ("weights", "means", "covariances", "precisions_cholesky")
+_RUNS = ("current", "best")
+
+
+def _write_run(group, run):
+    for name in _PARAMS:
+        group.create_array(name, data=np.asarray(getattr(run.params, name), dtype=np.float64))
+    group.attrs.update({"lower_bounds": [float(b) for b in run.lower_bounds],
+                        "converged": bool(run.converged), "n_reseeded": int(run.n_reseeded),
+                        "start_bound": float(run.start_bound)})
+
+
+def _read_run(group):
+    attrs = group.attrs
+    params = MixtureParams(*(group[name][...] for name in _PARAMS))
+    return EMRun(params, list(attrs["lower_bounds"]), attrs["converged"], attrs["n_reseeded"],
+                 attrs["start_bound"])
+
+
+def write_fit_state(path, state, extra=None):
+    """Atomically replace the checkpoint at ``path`` with ``state`` and JSON ``extra`` facts.
+
+    ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
+    """
+    with atomic.atomic_directory(path, CHECKPOINT) as staging:
+        group = zarr.open_group(str(staging), mode="w")
+        runs = [name for name in _RUNS if getattr(state, name) is not None]
+        for name in runs:
+            _write_run(group.create_group(name), getattr(state, name))
+        attrs = {"format": CHECKPOINT_FORMAT, "init": state.init, "runs": runs,
+                 "extra": extra or {}}
+        if state.random_state is not None:
+            kind, key, position, has_gauss, cached = state.random_state
+            group.create_array("random_state_key", data=np.asarray(key, dtype=np.uint32))
+            attrs["random_state"] = [kind, int(position), int(has_gauss), float(cached)]
+        group.attrs.update(attrs)
+
+
+def read_fit_state(path):
+    """Return ``(state, extra)`` from a checkpoint written by :func:`write_fit_state`, or None.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` holds something else.
+    """
+    if not Path(path).exists():
+        return None
+    group = zarr.open_group(str(path), mode="r")
+    attrs = group.attrs
+    if attrs.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} holds no daskgmm fit state (format {attrs.get('format')!r})")
+    runs = {name: _read_run(group[name]) for name in attrs["runs"]}
+    random_state = None
+    if "random_state" in attrs:
+        kind, position, has_gauss, cached = attrs["random_state"]
+        random_state = (kind, group["random_state_key"][...], position, has_gauss, cached)
+    state = FitState(attrs["init"], runs.get("current"), runs.get("best"), random_state)
+    return state, dict(attrs["extra"])
