@@ -24,6 +24,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from threadpoolctl import ThreadpoolController
 
+from .dask_compat import DataNode, Task, TaskRef, active_client, data_nodes
 from .kernels import float_dtype_of
 from .tree import PartialTree, tree_reduce
 
@@ -151,7 +152,6 @@ class RowData:
     @cached_property
     def _chunks_held(self):
         """Whether every chunk is data already (persisted), not a task to compute."""
-        from dask._task_spec import TaskRef
 
         return all(isinstance(item, TaskRef) for item in self._data_inputs)
 
@@ -205,7 +205,6 @@ def _shared_args(args, name, layer, n_tasks):
     every block task depends on: a graph key (not scattered data) so that the scheduler can
     recompute it when the workers holding it die.
     """
-    from dask._task_spec import DataNode, TaskRef
 
     if n_tasks * len(cloudpickle.dumps(args)) <= _INLINE_ARGS_BYTES:
         return DataNode(None, args)
@@ -219,7 +218,6 @@ def _reduction_graph(source, block_fn, args, pass_position, split_every):
 
     Returns the Delayed partial trees left for the client to merge (:func:`_client_merges`).
     """
-    from dask._task_spec import Task
 
     client_merges = _client_merges(source, block_fn, split_every)
     # The graph's shape is in the name: a key must never stand for two different merges.
@@ -275,7 +273,6 @@ def _add_combine_tasks(layer, name, level, split_every, client_merges):
     scheduler). Partial trees merge into the same tree in any grouping (:mod:`daskgmm.tree`),
     so this shapes only the work, never the result.
     """
-    from dask._task_spec import Task, TaskRef
 
     depth = 0
     while len(level) > client_merges:
@@ -299,7 +296,6 @@ def _block_inputs(array):
     memory between them (where a busy worker would hold, or spill, chunks it has loaded but not
     yet used). Chunks that are already data (persisted) stay references to their keys.
     """
-    from dask._task_spec import Task, TaskRef
 
     graph = array.__dask_graph__()
     keys = list(flatten(array.__dask_keys__()))
@@ -314,7 +310,6 @@ def _block_inputs(array):
 def _small_data(array, graph, keys):
     """Those of ``keys`` that ``array``'s graph holds as plain data (not tasks) of at most
     ``_INLINE_DATA_BYTES``, as ``{key: DataNode}``: the Zarr array object of from_zarr."""
-    from dask._task_spec import DataNode, convert_legacy_graph
     from dask.highlevelgraph import MaterializedLayer
     from dask.sizeof import sizeof
 
@@ -326,9 +321,8 @@ def _small_data(array, graph, keys):
     # A value that could be a key would be an alias to another key, not data.
     found = {key: layer[key] for layer in layers for key in keys
              if key in layer and not iskey(layer[key])}
-    nodes = convert_legacy_graph(found) if found else {}
-    return {key: node for key, node in nodes.items()
-            if isinstance(node, DataNode) and sizeof(node.value) <= _INLINE_DATA_BYTES}
+    return {key: node for key, node in data_nodes(found).items()
+            if sizeof(node.value) <= _INLINE_DATA_BYTES}
 
 
 def _with_data(task, data):
@@ -365,7 +359,7 @@ def _holders(array, inputs):
     if all are held on the distributed cluster of the active client, else None."""
     from distributed import futures_of, wait
 
-    client = _active_client()
+    client = active_client()
     if client is None:
         return None
     futures = futures_of(array)
@@ -446,23 +440,13 @@ def _compute(source, delayed_values):
     the results at once (as ``dask.compute`` does) would hold the next pass's graph, submitted
     a few milliseconds later after the M-step, until those 10 ms are over.
     """
-    client = _active_client()
+    client = active_client()
     if client is None:
         return list(dask.compute(*delayed_values))
     futures = client.compute(delayed_values)
     # Drops the previous pass's futures: their release is sent after this graph.
     source.last_result = futures
     return client.gather(futures)
-
-
-def _active_client():
-    """The distributed client that ``dask.compute`` would run on now, or None."""
-    try:
-        from distributed import Client
-    except ImportError:
-        return None
-    client = getattr(dask.base.get_scheduler(), "__self__", None)
-    return client if isinstance(client, Client) else None
 
 
 def map_rows(source, row_fn, *args, n_columns=None, dtype=None):

@@ -229,6 +229,9 @@ def _run(args):
     except KeyboardInterrupt:
         print("interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ConfigError as error:  # the guard refused a path that changed since the check
+        print(f"error: {error.in_file(args.config)}", file=sys.stderr)
+        return EXIT_CONFIG
     except Exception as error:
         return _failed(args, failure_message(error, config, args.config))
     print(format_summary(summary, time.perf_counter() - started))
