@@ -21,14 +21,15 @@ from pathlib import Path
 
 import yaml
 
-from .covariance import COVARIANCE_TYPES
-from .init import INIT_METHODS
-from .sample_data import GENERATORS
-
-PIPELINES = ("segment", "select", "anomaly", "fit", "predict")
-INPUT_FORMATS = ("auto", "zarr", "images", "csv", "parquet")
-CRITERIA = ("bic", "aic")
-IDENTITIES = ("stat", "content")
+from .options import (
+    COVARIANCE_TYPES,
+    CRITERIA,
+    GENERATORS,
+    IDENTITIES,
+    INIT_METHODS,
+    INPUT_FORMATS,
+    PIPELINES,
+)
 
 
 class ConfigError(ValueError):
@@ -239,7 +240,7 @@ class InputConfig(Section):
     channel_axis: int = -1
     nodata: float | None = None
     mask: str | None = None
-    generate: str | None = option(None, choices=tuple(GENERATORS))
+    generate: str | None = option(None, choices=GENERATORS)
     ingest_to: str | None = None
 
     def check(self, key):

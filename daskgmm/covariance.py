@@ -7,7 +7,6 @@ covariance and log-determinants are sums of logs of a diagonal.
 
 import numpy as np
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 ILL_DEFINED_COVARIANCE = (
     "Fitting the mixture model failed because some components have "

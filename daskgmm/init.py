@@ -20,7 +20,6 @@ from .kernels import (
     responsibility_block,
 )
 
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 _PARALLEL_ROUNDS = 5
 _LLOYD_MAX_ITER = 300
 _LLOYD_TOL = 1e-4

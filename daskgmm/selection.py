@@ -6,9 +6,9 @@ import dask.array as da
 import numpy as np
 
 from .mixture import GaussianMixture
+from .options import CRITERIA
 from .validation import check_X
 
-CRITERIA = ("bic", "aic")
 
 
 @dataclass

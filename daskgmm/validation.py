@@ -10,9 +10,9 @@ import os
 import dask.array as da
 import numpy as np
 
-from .covariance import COVARIANCE_TYPES, is_symmetric_positive_definite, precisions_shape
+from .covariance import is_symmetric_positive_definite, precisions_shape
 from .engine import dask_row_data, numpy_row_data
-from .init import INIT_METHODS
+from .options import COVARIANCE_TYPES, INIT_METHODS
 from .kernels import count_nonfinite_rows, float_dtype_of, raise_if_nonfinite
 
 

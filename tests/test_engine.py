@@ -26,12 +26,12 @@ from daskgmm import ComponentReseedWarning, GaussianMixture
 from daskgmm.engine import (
     _reduction_graph, _task_runs, dask_row_data, map_reduce, numpy_row_data, tree_reduce)
 from daskgmm.kernels import _slice_length, em_block, make_log_density, n_design_features
+from daskgmm.options import INIT_METHODS
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 N_COMPONENTS = 3
 FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
 @pytest.fixture(scope="module")
