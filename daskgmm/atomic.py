@@ -15,7 +15,13 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from .ownership import foreign_entries, is_dead_staging, read_marker, write_marker
+from .ownership import (
+    foreign_entries,
+    is_dead_staging,
+    read_marker,
+    remove_owned,
+    write_marker,
+)
 
 STAGING_PREFIX = ".daskgmm-staging-"
 RETIRED_PREFIX = ".daskgmm-retired-"
@@ -63,12 +69,12 @@ def commit(staging, path, kind):
     if not os.path.lexists(path):
         os.replace(staging, path)
     elif _exchange_directories(staging, path):
-        shutil.rmtree(staging)
+        remove_owned(staging)  # the old folder now
     else:
         retired = path.with_name(f"{RETIRED_PREFIX}{uuid.uuid4().hex}")
         os.replace(path, retired)
         os.replace(staging, path)
-        shutil.rmtree(retired)
+        remove_owned(retired)
 
 
 @contextmanager
@@ -111,11 +117,11 @@ def remove_dead_staging(parent, kind, target=None, stale_after=None):
     for folder in parent.glob(f"{STAGING_PREFIX}*"):
         if folder.is_dir() and not folder.is_symlink() and (
                 is_dead_staging(folder, kind, target, stale_after) or _is_abandoned(folder)):
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_owned(folder)
             removed += 1
     for folder in parent.glob(f"{RETIRED_PREFIX}*"):
         if _is_retired_copy(folder, kind, target):
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_owned(folder)
             removed += 1
     return removed
 

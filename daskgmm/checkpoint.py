@@ -41,7 +41,7 @@ def write_fit_state(path, state, extra=None):
     ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
     """
     with atomic.atomic_directory(path, CHECKPOINT) as staging:
-        group = zarr.open_group(str(staging), mode="w")
+        group = zarr.open_group(str(staging), mode="a")  # "w" would delete the marker
         runs = [name for name in _RUNS if getattr(state, name) is not None]
         for name in runs:
             _write_run(group.create_group(name), getattr(state, name))

@@ -16,11 +16,10 @@ was found there, which the job runner reports with exit status 2.
 import glob
 import itertools
 import os
-import shutil
 from pathlib import Path
 
 from .config import ConfigError
-from .ownership import foreign_entries
+from .ownership import foreign_entries, remove_owned
 
 # Foreign entries named in a refusal; the rest are counted.
 SHOWN_ENTRIES = 5
@@ -134,7 +133,7 @@ class Guard:
         """
         real = self.check(path, key, kind, replace=True)
         if os.path.lexists(real):
-            shutil.rmtree(real)
+            remove_owned(real)
 
     @staticmethod
     def _check_parents(real, path, key):
@@ -156,7 +155,7 @@ class Guard:
 
     def _check_targets(self, real, path, key, within):
         for target, target_key in self.targets.items():
-            if target == real or (within is not None and (target == within
+            if (target == real and target_key == key) or (within is not None and (target == within
                                                           or target in within.parents)):
                 continue
             if _overlaps(real, target):
@@ -169,8 +168,9 @@ class Guard:
             return
         found = foreign_entries(real, kind)
         if found:
-            raise ConfigError(f"{path} is not {_article(kind)} {kind} folder that daskgmm wrote, or holds "
-                              f"more than daskgmm wrote there (found: {_shown(found)}); it is "
+            raise ConfigError(f"{path} is not {_article(kind)} {kind} folder that daskgmm wrote, "
+                              f"or holds more than daskgmm wrote there (found: {_shown(found)}); "
+                              "it is "
                               "neither replaced nor deleted. Move those entries away or choose "
                               "another path", key)
 

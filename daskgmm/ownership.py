@@ -9,6 +9,7 @@ does not list (:func:`foreign_entries`), so a user's file put beside a job's own
 
 import json
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -50,6 +51,24 @@ def entries(folder):
         found.update((relative / name).as_posix() for name in files)
     found.discard(MARKER)
     return found
+
+
+def remove_owned(folder):
+    """Delete a folder daskgmm made, its marker last.
+
+    A deletion cut short (a killed job) so leaves a folder that its marker still proves to be
+    daskgmm's, holding fewer entries than it lists, which a later job may delete in turn.
+    """
+    folder = Path(folder)
+    for child in folder.iterdir():
+        if child.name == MARKER:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+    (folder / MARKER).unlink(missing_ok=True)
+    folder.rmdir()
 
 
 def write_marker(folder, kind, target, complete):

@@ -91,7 +91,7 @@ def save_model(model, path, overwrite=False):
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
     path = Guard().check(path, "path", MODEL, replace=True)
     with atomic.atomic_directory(path, MODEL) as staging:
-        write_model_group(zarr.open_group(str(staging), mode="w"), model)
+        write_model_group(zarr.open_group(str(staging), mode="a"), model)  # keeps the marker
 
 
 def read_model_group(group, cls):
@@ -294,7 +294,7 @@ def write_checkpoint(path, models, state):
     ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
     """
     with atomic.atomic_directory(path, CHECKPOINT) as staging:
-        group = zarr.open_group(str(staging), mode="w")
+        group = zarr.open_group(str(staging), mode="a")  # "w" would delete the marker
         group.attrs.update({"state": state, "models": sorted(models)})
         for name, model in models.items():
             write_model_group(group.create_group(name), model)
