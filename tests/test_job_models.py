@@ -1,0 +1,115 @@
+"""A job's model is the estimator's, to the bit: fit, segment and select, float32 and float64,
+run straight through or killed mid-fit and resumed."""
+
+import dask.array as da
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from conftest import make_blobs, write_zarr
+from daskgmm import GaussianMixture, select_model
+from daskgmm.config import JobConfig
+from daskgmm.run import pipeline_module
+
+common, training = pipeline_module("common"), pipeline_module("training")
+FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+MODEL = {"n_components": 3, "covariance_type": "full", "tol": 1e-6, "max_iter": 12, "n_init": 2,
+         "random_state": 0, "split_every": 2}
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingCheckpoint(training.Checkpoint):
+    """The job's checkpoint, which dies right after its ``after``-th save."""
+
+    def __init__(self, checkpoint, after):
+        super().__init__(checkpoint.path, checkpoint.every, checkpoint.fingerprint,
+                         checkpoint.enabled, checkpoint.guard)
+        self.saves_left = after
+
+    def save_fit(self, state):
+        super().save_fit(state)
+        self._count()
+
+    def save(self, models, state):
+        super().save(models, state)
+        self._count()
+
+    def _count(self):
+        self.saves_left -= 1
+        if self.saves_left == 0:
+            raise Crash
+
+
+def run_job(job, crash_after=None):
+    """Run a job in-process; with ``crash_after``, crash it mid-fit first and resume it."""
+    config = JobConfig.from_dict(job)
+    pipeline = pipeline_module(config.pipeline if config.pipeline != "predict" else "fit")
+    if crash_after is not None:
+        prepared = pipeline.prepare(config)
+        prepared.checkpoint = CrashingCheckpoint(prepared.checkpoint, crash_after)
+        with pytest.raises(Crash):
+            pipeline.run(prepared)
+    prepared = pipeline.prepare(config, resume=crash_after is not None)
+    assert (prepared.resumed is not None) == (crash_after is not None)
+    pipeline.run(prepared)
+    return prepared, GaussianMixture.load(config.output.path + "/model.zarr")
+
+
+def assert_same_bits(model, expected):
+    for name in FITTED:
+        assert getattr(model, name).dtype == getattr(expected, name).dtype
+        assert_array_equal(getattr(model, name), getattr(expected, name))
+    assert model.lower_bounds_ == expected.lower_bounds_
+    assert model.n_iter_ == expected.n_iter_
+
+
+def table(tmp_path, dtype):
+    write_zarr(tmp_path / "rows.zarr", da.from_array(make_blobs(n_samples=1800).astype(dtype),
+                                                     chunks=200))
+    return str(tmp_path / "rows.zarr")
+
+
+@pytest.mark.parametrize("crash_after", [None, 3, 15], ids=["straight", "resumed", "2nd-init"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_fit_job_gives_the_estimators_model(client, tmp_path, dtype, crash_after):
+    path = table(tmp_path, dtype)
+    job = {"pipeline": "fit", "input": {"path": path}, "model": MODEL,
+           "output": {"path": str(tmp_path / "out")}}
+    _, model = run_job(job, crash_after)
+    expected = GaussianMixture(**MODEL).fit(da.from_zarr(path))
+    assert_same_bits(model, expected)
+
+
+@pytest.mark.parametrize("crash_after", [None, 4])
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_the_segment_job_gives_the_estimators_model(client, tmp_path, dtype, crash_after):
+    rng = np.random.default_rng(0)
+    colours = rng.integers(20, 230, size=(3, 3))
+    images = colours[rng.integers(0, 3, size=(2, 48, 48))] + rng.normal(0, 4, size=(2, 48, 48, 3))
+    write_zarr(tmp_path / "images.zarr", np.clip(images, 0, 255).astype(dtype))
+    job = {"pipeline": "segment", "input": {"path": str(tmp_path / "images.zarr")},
+           "model": MODEL, "training": {"sample": 3000},
+           "output": {"path": str(tmp_path / "out"), "preview": False}}
+    prepared, model = run_job(job, crash_after)
+    segment = pipeline_module("segment")
+    stack = segment.as_image_stack(da.from_zarr(str(tmp_path / "images.zarr")), -1)
+    _, _, X = common.training_features(prepared.config, *segment.pixel_rows(stack))
+    assert_same_bits(model, GaussianMixture(**MODEL).fit(X))
+
+
+@pytest.mark.parametrize("crash_after", [None, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_select_job_gives_the_estimators_best_model(client, tmp_path, dtype, crash_after):
+    path = table(tmp_path, dtype)
+    grid = {"n_components": [2, 3], "covariance_types": ["full", "diag"]}
+    job = {"pipeline": "select", "input": {"path": path}, "select": grid,
+           "model": {"tol": 1e-6, "random_state": 0, "split_every": 2},
+           "output": {"path": str(tmp_path / "out")}}
+    _, model = run_job(job, crash_after)
+    expected = select_model(da.from_zarr(path), n_components=[2, 3],
+                            covariance_types=["full", "diag"], tol=1e-6, random_state=0,
+                            split_every=2).best_model
+    assert_same_bits(model, expected)
