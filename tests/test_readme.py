@@ -16,8 +16,8 @@ def fenced_blocks(language):
 
 def test_first_lines_are_the_commands_ci_runs():
     first = fenced_blocks("bash")[0].strip().splitlines()
-    assert first[0] == 'pip install ".[test]" && python -m daskgmm.run configs/segment.yaml'
-    assert first[1] == "python -m pytest -q"
+    assert first[0] == "pip install . && python -m daskgmm.run configs/segment.yaml"
+    assert first[1] == 'pip install ".[test]" && python -m pytest -q'
     assert README.index("```bash") < README.index("\n## ")
     ci_script = (REPO / ".ci" / "run").read_text().splitlines()
     assert first[0] in ci_script and first[1] in ci_script
