@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from .ownership import (
@@ -117,7 +117,8 @@ def remove_dead_staging(parent, kind, target=None, stale_after=None):
     for folder in parent.glob(f"{STAGING_PREFIX}*"):
         if folder.is_dir() and not folder.is_symlink() and (
                 is_dead_staging(folder, kind, target, stale_after) or _is_abandoned(folder)):
-            remove_owned(folder)
+            with suppress(FileNotFoundError):  # another job removed it first
+                remove_owned(folder)
             removed += 1
     for folder in parent.glob(f"{RETIRED_PREFIX}*"):
         if _is_retired_copy(folder, kind, target):

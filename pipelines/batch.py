@@ -2,35 +2,52 @@
 
 A batch store (``output.path`` of a job with a ``batch`` section) holds::
 
-    manifest.json          inputs done (name, identity, model version), inputs that failed,
-                           inputs claimed by running runs, and the model versions applied
-    runs.jsonl             one JSON line per run: what it processed, skipped and took
+    .daskgmm.json          its ownership marker (kind ``batch-store``)
+    manifest.json          inputs done (key, identity, model version), inputs that failed,
+                           inputs claimed and runs registered by running runs, models applied
+    runs.jsonl             one JSON line per run: what it processed, skipped and took, and how
+                           it ended (``ok``, ``failed``, or ``killed``: found dead by a later run)
     lock                   exists while a run reads and changes the manifest (milliseconds)
-    results/<input>/       one input's result.zarr and previews/, each replaced atomically
+    results/<key>/         one input's result.zarr and previews/, each replaced atomically
     models/<version>.zarr  every model a run applied, named by a hash of its parameters
+    .staging/              every temporary thing: staging folders named only by a random id
 
-The manifest is only ever replaced whole (a temporary file, then ``os.replace``), and only by
-the holder of the lock: a lock file created with ``O_CREAT | O_EXCL`` that names its host,
-process, run and time. A lock older than ``batch.lock_timeout`` seconds, or whose process is
-gone, is stale and taken over. A run holds the lock only to claim inputs (recording each with
-its run id, host, process and the time), to record an input done or failed (refreshing the time
-of its other claims), and to let its claims go when it ends; it processes inputs without it.
-An input claimed by another run is left alone while that run is alive and has recorded progress
-within ``batch.claim_timeout`` seconds; after that, it is claimed afresh.
+The manifest is only ever replaced whole (written in a staging folder, then ``os.replace``),
+and only by the holder of the lock: a lock file created with ``O_CREAT | O_EXCL`` that names its
+host, process, run and time. A lock older than ``batch.lock_timeout`` seconds, or whose process
+is gone, is stale and taken over. A run holds the lock only to claim inputs (recording each
+with its run id, host, process and the time, and registering itself), to record an input done
+or failed (refreshing the time of its claims), and to log its end; it processes inputs without
+it. An input claimed by another run is left alone while that run is alive and has recorded
+progress within ``batch.claim_timeout`` seconds; after that, it is claimed afresh.
+
+A run killed at any moment leaves nothing a later run cannot recognise. When a run claims, it
+first tidies the store (under the lock): a registered run that is dead gets a ``killed`` line
+in ``runs.jsonl`` (unless it logged its end before it died), and its registration, dead claims
+and ``failed`` entries of inputs no longer listed are dropped; then the dead leftovers are
+deleted (a ``runs.jsonl`` line cut short by a kill is dropped before the next is appended).
+A writer is dead when its process is gone; a process of another host cannot be asked,
+so there it is dead once it has been silent for ``batch.claim_timeout`` seconds (the time after
+which its claims are taken over anyway). A staging folder is its writer's while the process its
+marker names lives; a sealed or unmarked one (being swapped in, or swapped out and deleted) is
+dead once it has not changed for ``claim_timeout`` seconds. The temporary names of earlier
+versions are matched by strict patterns and deleted when their process is gone: the manifest's
+``.manifest.json.<8 hex>`` (written only under the lock, so dead when its holder finds it),
+``.lock.stale-<8 hex>`` (a stale lock moved aside; dead when unchanged for ``lock_timeout``)
+and ``results/**/.<name>.incomplete-<host>-<pid>-<8 hex>`` / ``.replaced-`` (never an input's
+result).
 """
 
-import glob
 import hashlib
-import itertools
 import json
 import logging
 import os
+import re
+import shutil
 import socket
 import time
 import uuid
-from collections import Counter
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,15 +55,28 @@ import numpy as np
 
 from daskgmm import atomic, store
 from daskgmm.config import ConfigError
-from daskgmm.ownership import process_is_gone
+from daskgmm.ownership import (
+    MARKER,
+    is_dead_staging,
+    process_is_gone,
+    read_marker,
+    remove_owned,
+)
 
 logger = logging.getLogger(__name__)
 
 MANIFEST, RUNS, LOCK, RESULTS, MODELS = "manifest.json", "runs.jsonl", "lock", "results", "models"
+STAGING = ".staging"
+LAYOUT = frozenset({MARKER, MANIFEST, RUNS, LOCK, RESULTS, MODELS, STAGING})
+STORE_KIND, RESULT_KIND = "batch-store", "batch-result"  # kinds of the store's own folders
 MANIFEST_FORMAT, MANIFEST_VERSION = "daskgmm.batch", 1
 # How often a run waiting for the lock looks again.
 LOCK_POLL_SECONDS = 0.02
-_HASH_BLOCK = 1 << 20
+_STAGING_NAME = re.compile(re.escape(atomic.STAGING_PREFIX) + "[0-9a-f]{32}")
+_OLD_MANIFEST = re.compile(r"\.manifest\.json\.[0-9a-f]{8}")
+_OLD_LOCK = re.compile(r"\.lock\.stale-[0-9a-f]{8}")
+_OLD_STAGING = re.compile(r"\.(?P<target>.+)\.(?P<what>incomplete|replaced)-(?P<host>.+)-"
+                          r"(?P<pid>\d+)-[0-9a-f]{8}")
 
 
 def now_iso():
@@ -59,121 +89,6 @@ def new_run_id():
     return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
-# ------------------------------------------------------------------ inputs
-
-
-@dataclass(frozen=True)
-class BatchInput:
-    """One input of a batch: an image file, or one array of a Zarr group.
-
-    Attributes
-    ----------
-    name : str
-        Unique within the batch: the file's path under the folder (or the glob's fixed part),
-        or the array's name.
-    path : str
-        The image file, or the Zarr group.
-    array : str or None
-        The array of the group; None for a file.
-    identity : dict
-        ``size`` and ``mtime_ns`` (identity ``stat``) or ``sha256`` (identity ``content``).
-    """
-
-    name: str
-    path: str
-    array: str | None
-    identity: dict
-
-    @property
-    def location(self):
-        """The file, or the array's folder in the group."""
-        return self.path if self.array is None else str(Path(self.path) / self.array)
-
-
-def input_format(config, key="input"):
-    """Return ``'zarr'`` (a group whose arrays are the inputs) or ``'images'`` (a folder/glob).
-
-    Raises
-    ------
-    ConfigError
-        For a remote path (an input's identity is read from the local file system) or a table
-        format.
-    """
-    if "://" in config.path:
-        raise ConfigError(f"batch mode reads local files, got {config.path!r}", f"{key}.path")
-    if config.format in ("zarr", "images"):
-        return config.format
-    if config.format != "auto":
-        raise ConfigError(f"batch mode reads image files or a Zarr group, not {config.format}",
-                          f"{key}.format")
-    path = config.path.rstrip("/")
-    return "zarr" if path.endswith(".zarr") or store.is_zarr_store(path) else "images"
-
-
-def list_inputs(config, identity, key="input"):
-    """Return the inputs at ``config.path`` now, sorted by name, each with its identity.
-
-    Parameters
-    ----------
-    config : InputConfig
-    identity : {'stat', 'content'}
-    key : str
-        The section's dotted path, for messages.
-
-    Raises
-    ------
-    ConfigError
-        If the folder or Zarr group does not exist, or ``path`` holds a Zarr array.
-    """
-    if input_format(config, key) == "zarr":
-        located = _group_arrays(config.path, key)
-    else:
-        located = _image_files(config.path, key)
-    return [BatchInput(name, path, array, _identity(Path(path) / (array or ""), identity))
-            for name, path, array in located]
-
-
-def _group_arrays(path, key):
-    if not Path(path).is_dir():
-        raise ConfigError(f"no Zarr group at {path!r}", f"{key}.path")
-    try:
-        names = store.group_array_names(path)
-    except ValueError as error:
-        raise ConfigError(str(error), f"{key}.path") from None
-    return [(name, path, name) for name in names]
-
-
-def _image_files(path, key):
-    if glob.has_magic(path):
-        parts = Path(path).parts
-        root = Path(*itertools.takewhile(lambda part: not glob.has_magic(part), parts))
-        files = [Path(f) for f in glob.glob(path, recursive=True)]
-    elif Path(path).is_dir():
-        root = Path(path)
-        files = list(root.iterdir())
-    else:
-        raise ConfigError(f"no such folder: {path!r} (batch mode reads a folder or glob of "
-                          "images, or a Zarr group)", f"{key}.path")
-    files = sorted(f for f in files if f.suffix.lower() in store.IMAGE_SUFFIXES and f.is_file())
-    return [(f.relative_to(root).as_posix(), str(f), None) for f in files]
-
-
-def _identity(path, kind):
-    """An input's identity: its size and latest modification time, or a hash of its bytes."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if kind == "content":
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-            with open(file, "rb") as stream:
-                for block in iter(lambda: stream.read(_HASH_BLOCK), b""):
-                    digest.update(block)
-        return {"sha256": digest.hexdigest()}
-    stats = [file.stat() for file in files]
-    return {"size": sum(s.st_size for s in stats),
-            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}
-
-
 def model_version(model, preprocessing=None):
     """A model's version: a short hash of its fitted parameters and feature scaling."""
     digest = hashlib.sha256()
@@ -183,9 +98,74 @@ def model_version(model, preprocessing=None):
     return digest.hexdigest()[:16]
 
 
-def most_common(values):
-    """The most frequent of ``values``; on a tie, the one seen first."""
-    return Counter(values).most_common(1)[0][0]
+# ------------------------------------------------------------------ leftovers
+
+
+def _unchanged_for(path, seconds):
+    try:
+        return time.time() - path.stat().st_ctime > seconds
+    except FileNotFoundError:
+        return False
+
+
+def dead_staging(staging, stale_after):
+    """The staging folders in ``staging`` whose writers have died (see the module's docstring)."""
+    if not staging.is_dir():
+        return []
+    dead = []
+    for folder in sorted(staging.iterdir()):
+        if not _STAGING_NAME.fullmatch(folder.name) or folder.is_symlink() or \
+                not folder.is_dir():
+            continue
+        marker = read_marker(folder)
+        if marker is None or "entries" in marker:
+            if _unchanged_for(folder, stale_after):
+                dead.append(folder)
+        elif is_dead_staging(folder, marker["kind"], stale_after=stale_after):
+            dead.append(folder)
+    return dead
+
+
+def old_leftovers(root, keep, lock_timeout, stale_after):
+    """The temporary files and folders earlier versions left in the store, once dead.
+
+    ``keep`` holds the keys of the inputs listed now and in the manifest: a result folder
+    named like a leftover is an input's, never a leftover.
+    """
+    found = [path for path in sorted(root.iterdir()) if path.is_file() and (
+        _OLD_MANIFEST.fullmatch(path.name)
+        or (_OLD_LOCK.fullmatch(path.name) and _unchanged_for(path, lock_timeout)))]
+    folders = [root / RESULTS] if (root / RESULTS).is_dir() else []
+    while folders:
+        for child in sorted(folders.pop().iterdir()):
+            if not child.is_dir() or child.is_symlink() or \
+                    child.relative_to(root / RESULTS).as_posix() in keep:
+                continue
+            match = _OLD_STAGING.fullmatch(child.name)
+            if match and _old_staging_is_dead(child, match, stale_after):
+                found.append(child)
+            elif not match and not any((child / name).exists() for name in ("result.zarr",
+                                                                             MARKER)):
+                folders.append(child)  # a folder of keys, e.g. results/2026/
+    return found
+
+
+def _remove_leftover(path, staging):
+    if path.parent == staging:
+        remove_owned(path)
+    elif path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _old_staging_is_dead(folder, match, stale_after):
+    host, pid = match["host"], int(match["pid"])
+    gone = process_is_gone(host, pid) or (host != socket.gethostname()
+                                          and _unchanged_for(folder, stale_after))
+    if match["what"] == "replaced":  # the previous result, kept until its successor is in place
+        return gone and (folder.parent / match["target"]).is_dir()
+    return gone
 
 
 # ------------------------------------------------------------------ the lock
@@ -219,12 +199,15 @@ class StoreLock:
         Seconds after which a held lock is stale (its holder is taken to have died).
     owner : dict
         JSON-ready facts about the holder: host, pid and run.
+    staging : Path, optional
+        Where a stale lock is moved aside to be removed; ``.staging`` beside it when None.
     """
 
-    def __init__(self, path, timeout, owner):
+    def __init__(self, path, timeout, owner, staging=None):
         self.path = Path(path)
         self.timeout = timeout
         self.owner = owner
+        self.staging = Path(staging) if staging else self.path.parent / STAGING
         self.token = None
 
     def __enter__(self):
@@ -267,17 +250,19 @@ class StoreLock:
     def _break(self, stale_text):
         """Remove a stale lock. Moving it aside first means only one run removes it; a run that
         moved a fresh lock instead (another run took the stale one over first) puts it back."""
-        moved = self.path.with_name(f".{self.path.name}.stale-{uuid.uuid4().hex[:8]}")
+        aside = atomic.new_staging(self.staging, "batch-lock", self.path.name)
+        moved = aside / self.path.name
         try:
             os.rename(self.path, moved)
         except FileNotFoundError:
+            remove_owned(aside)
             return
         if _read_text(moved) != stale_text:
             with suppress(FileExistsError):
                 os.link(moved, self.path)
         else:
             logger.warning("took over the stale lock %s (%s)", self.path, stale_text)
-        moved.unlink()
+        remove_owned(aside)
 
 
 # ------------------------------------------------------------------ the manifest
@@ -286,7 +271,26 @@ class StoreLock:
 def empty_manifest():
     """The manifest of a store no run has written to."""
     return {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "channels": None,
-            "inputs": {}, "failed": {}, "claims": {}, "models": {}}
+            "inputs": {}, "failed": {}, "claims": {}, "runs": {}, "models": {}}
+
+
+def _drop_cut_line(file):
+    """Truncate a JSON-lines file (open ``a+b``) after its last whole line; whether it was cut."""
+    size = file.seek(0, os.SEEK_END)
+    if not size:
+        return False
+    file.seek(size - 1)
+    if file.read(1) == b"\n":
+        return False
+    file.seek(0)
+    file.truncate(file.read().rfind(b"\n") + 1)
+    return True
+
+
+def _lines(text):
+    """The complete lines of a JSON-lines text (a killed writer may have left the last one cut)."""
+    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()
+            if line.strip()]
 
 
 class BatchStore:
@@ -303,16 +307,27 @@ class BatchStore:
 
     def __init__(self, root, config, run=None):
         self.root = Path(root)
+        self.staging = self.root / STAGING
         self.config = config
         self.run = run or new_run_id()
+        self.started = now_iso()
         self.owner = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid()}
+        self._laid_out = False
 
     def check(self, key="output.path"):
-        """Raise :class:`ConfigError` unless the store is new, empty or a readable batch store."""
+        """Raise :class:`ConfigError` unless the store is new, empty or a readable batch store.
+
+        A batch store is marked as one (stores of earlier versions are not, and get the marker
+        when a run first writes) and holds nothing but its layout at its top.
+        """
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root} is a file; a batch job keeps a folder there", key)
-        layout = {MANIFEST, RUNS, LOCK, RESULTS, MODELS}
-        foreign = sorted(p.name for p in self.root.glob("*") if p.name not in layout)
+        marker = read_marker(self.root) if self.root.is_dir() else None
+        if marker is not None and marker["kind"] != STORE_KIND:
+            raise ConfigError(f"{self.root} is a daskgmm {marker['kind']} folder, not a batch "
+                              "store; choose a new or empty folder", key)
+        entries = self.root.iterdir() if self.root.is_dir() else ()
+        foreign = sorted(p.name for p in entries if not self._is_own(p))
         if foreign:
             raise ConfigError(f"{self.root} holds {', '.join(foreign)}, which no batch job "
                               "wrote; choose a new or empty folder", key)
@@ -320,6 +335,11 @@ class BatchStore:
             self.read()
         except ValueError as error:
             raise ConfigError(str(error), key) from None
+
+    @staticmethod
+    def _is_own(path):
+        old = _OLD_MANIFEST.fullmatch(path.name) or _OLD_LOCK.fullmatch(path.name)
+        return path.name in LAYOUT or (old is not None and path.is_file())
 
     def read(self):
         """Return the manifest (empty when no run has written one).
@@ -340,20 +360,34 @@ class BatchStore:
             raise ValueError(f"{self.root / MANIFEST} is not a daskgmm batch manifest")
         if manifest["format_version"] > MANIFEST_VERSION:
             raise ValueError(f"{self.root / MANIFEST} was written by a newer daskgmm; upgrade")
+        manifest.setdefault("runs", {})  # not kept by earlier versions
         return manifest
 
     def _write(self, manifest):
-        staging = self.root / f".{MANIFEST}.{uuid.uuid4().hex[:8]}"
-        with open(staging, "w") as file:
+        folder = atomic.new_staging(self.staging, "batch-manifest", MANIFEST)
+        with open(folder / MANIFEST, "w") as file:
             json.dump(manifest, file, indent=1, sort_keys=True)
             file.flush()
             os.fsync(file.fileno())
-        os.replace(staging, self.root / MANIFEST)
+        os.replace(folder / MANIFEST, self.root / MANIFEST)
+        remove_owned(folder)
+
+    def _lay_out(self):
+        """Create the store's folders and its marker, if a run has not yet."""
+        if self._laid_out:
+            return
+        self.staging.mkdir(parents=True, exist_ok=True)
+        if read_marker(self.root) is None:
+            folder = atomic.new_staging(self.staging, STORE_KIND, self.root.name)
+            with suppress(FileExistsError):  # another run marked it first
+                os.link(folder / MARKER, self.root / MARKER)
+            remove_owned(folder)
+        self._laid_out = True
 
     @contextmanager
     def _locked(self):
-        self.root.mkdir(parents=True, exist_ok=True)
-        with StoreLock(self.root / LOCK, self.config.lock_timeout, self.owner):
+        self._lay_out()
+        with StoreLock(self.root / LOCK, self.config.lock_timeout, self.owner, self.staging):
             yield
 
     @contextmanager
@@ -386,15 +420,91 @@ class BatchStore:
         recent = time.time() - claim["time"] < self.config.claim_timeout
         return recent and not process_is_gone(claim["host"], claim["pid"])
 
+    def _is_running(self, run):
+        """Whether a registered run is alive (another host's: heard from within claim_timeout)."""
+        if process_is_gone(run["host"], run["pid"]):
+            return False
+        return run["host"] == socket.gethostname() or self._is_live(run)
+
+    # -------------------------------------------------------------- tidying
+
+    def _untidy(self, manifest, inputs):
+        """What a run that claims tidies: dead runs, dead claims, vanished failures, leftovers."""
+        listed = {item.name for item in inputs}
+        keep = listed | set(manifest["inputs"]) | set(manifest["failed"])
+        return {
+            "runs": [run for run, entry in manifest["runs"].items()
+                     if not self._is_running(entry)],
+            "claims": [name for name, claim in manifest["claims"].items()
+                       if not self._is_live(claim)],
+            "failed": [name for name in manifest["failed"] if name not in listed],
+            "leftovers": (dead_staging(self.staging, self.config.claim_timeout)
+                          + old_leftovers(self.root, keep, self.config.lock_timeout,
+                                          self.config.claim_timeout)),
+        }
+
+    def needs_tidying(self, inputs):
+        """Whether a run would find anything to tidy (see :meth:`claim`); changes nothing."""
+        if not self.root.is_dir():
+            return False
+        return any(self._untidy(self.read(), inputs).values())
+
+    def _tidy(self, manifest, inputs):
+        untidy = self._untidy(manifest, inputs)
+        logged = {line.get("run") for line in self.read_runs()} if untidy["runs"] else set()
+        killed = [self._killed(manifest, run) for run in untidy["runs"] if run not in logged]
+        if killed:
+            logger.warning("found %d run(s) killed before they ended: %s", len(killed),
+                           ", ".join(line["run"] for line in killed))
+            self._append_runs(killed)
+        for run in untidy["runs"]:
+            del manifest["runs"][run]
+        for name in untidy["claims"]:
+            del manifest["claims"][name]
+        for name in untidy["failed"]:
+            del manifest["failed"][name]
+        for path in untidy["leftovers"]:
+            logger.info("removing %s, left by a run that died", path)
+            try:
+                _remove_leftover(path, self.staging)
+            except OSError as error:  # e.g. another run removed it first; the next run retries
+                logger.warning("could not remove %s (%s)", path, error)
+
+    def _killed(self, manifest, run):
+        """The ``runs.jsonl`` line of a registered run found dead."""
+        entry = manifest["runs"][run]
+        done = {name: e for name, e in manifest["inputs"].items() if e["run"] == run}
+        return {"run": run, "host": entry["host"], "pid": entry["pid"],
+                "started": entry["started"], "status": "killed", "claimed": entry["claimed"],
+                "processed": sorted(done), "pixels": sum(e["pixels"] for e in done.values()),
+                "failures": {name: e["reason"] for name, e in manifest["failed"].items()
+                             if e["run"] == run},
+                "found": now_iso(), "found_by": self.run}
+
+    # -------------------------------------------------------------- claims and records
+
     def claim(self, inputs):
-        """Claim the new and changed inputs (at most ``batch.max_inputs``); return them."""
+        """Tidy the store, claim the new and changed inputs (at most ``batch.max_inputs``) and
+        register this run if it claimed any; return them.
+
+        Parameters
+        ----------
+        inputs : list of BatchInput
+            Every input listed now (a failed entry of any other is dropped).
+        """
         with self._changing() as manifest:
+            self._tidy(manifest, inputs)
             states = self.states(inputs, manifest)
             pending = [item for item in inputs if states[item.name] in ("new", "changed")]
             claimed = pending[: self.config.max_inputs]
+            now = time.time()
             for item in claimed:
-                manifest["claims"][item.name] = {**self.owner, "time": time.time(),
+                manifest["claims"][item.name] = {**self.owner, "time": now,
                                                  "identity": item.identity}
+            if claimed:
+                entry = manifest["runs"].setdefault(self.run, {
+                    **self.owner, "started": self.started, "claimed": []})
+                entry.update(time=now, claimed=entry["claimed"] + [i.name for i in claimed])
         return claimed
 
     def _owns(self, manifest, item):
@@ -413,9 +523,12 @@ class BatchStore:
                     manifest[other].pop(item.name, None)
                 manifest[section][item.name] = {"identity": item.identity, "run": self.run,
                                                 "time": now_iso(), **entry}
+            now = time.time()
             for claim in manifest["claims"].values():
                 if claim["run"] == self.run:
-                    claim["time"] = time.time()
+                    claim["time"] = now
+            if self.run in manifest["runs"]:
+                manifest["runs"][self.run]["time"] = now
 
     def record_done(self, item, model, pixels):
         """Record an input processed with model version ``model`` (its result is in place)."""
@@ -434,22 +547,26 @@ class BatchStore:
             if manifest["channels"] is None:
                 manifest["channels"] = channels
 
-    def release(self):
-        """Let go of this run's remaining claims (at its end, whether it succeeded or not)."""
+    def finish(self, record):
+        """Log this run's end (``record``, one line of ``runs.jsonl``), then let go of its
+        claims and registration: a run killed between the two is known to have ended."""
         with self._changing() as manifest:
-            mine = [name for name, claim in manifest["claims"].items() if claim["run"] == self.run]
-            for name in mine:
+            self._append_runs([record])
+            manifest["runs"].pop(self.run, None)
+            for name in [n for n, c in manifest["claims"].items() if c["run"] == self.run]:
                 del manifest["claims"][name]
 
-    def append_run(self, record):
-        """Append one run's summary to ``runs.jsonl``."""
-        with self._locked(), open(self.root / RUNS, "a") as file:
-            file.write(json.dumps(record, sort_keys=True) + "\n")
+    def _append_runs(self, records):
+        """Append lines to ``runs.jsonl`` (under the lock), first dropping a cut last line."""
+        with open(self.root / RUNS, "a+b") as file:
+            if _drop_cut_line(file):
+                logger.warning("dropped the cut last line of %s", self.root / RUNS)
+            file.write(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n"
+                                for r in records))
 
     def read_runs(self):
         """Return the summaries of all runs so far, oldest first."""
-        text = _read_text(self.root / RUNS) or ""
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return _lines(_read_text(self.root / RUNS) or "")
 
     @staticmethod
     def result_name(name):
@@ -466,5 +583,6 @@ class BatchStore:
         path = self.root / self.model_name(version)
         if path.exists():
             return
-        with atomic.atomic_directory(path, store.MODEL) as staging:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic.atomic_directory(path, store.MODEL, self.staging) as staging:
             store.write_model(staging, model, {"preprocessing": preprocessing})

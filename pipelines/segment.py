@@ -22,37 +22,25 @@ does not decode, or has the wrong number of channels, is recorded and skipped (t
 exits with status 3) and tried again once it changes.
 """
 
-import dataclasses
 import logging
 import operator
-import time
-from collections import Counter
-from contextlib import contextmanager, suppress
 from functools import reduce
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 
 from daskgmm import store
 from daskgmm.config import ConfigError
-from daskgmm.guard import real_path
-from daskgmm.sample_data import SAMPLE_IMAGE_SIZES, write_sample_images
 
-from .batch import BatchStore, input_format, list_inputs, model_version, most_common, now_iso
 from .common import (
-    JobOutput,
     Plan,
-    Source,
     component_counts,
     compute,
     describe_fit,
     describe_predictions,
     fit_or_load,
     job_output,
-    staged_output,
-    model_summary,
     prediction_arrays,
     prepare_job,
     resolve_source,
@@ -163,6 +151,8 @@ def prepare(config, resume=False):
     Prepared
     """
     if config.batch is not None:
+        from .batch_run import prepare_batch  # batch_run builds on this module
+
         return prepare_batch(config)
     output = Path(config.output.path)
     ingest_to = output.with_name(output.name + ".input.zarr")
@@ -183,7 +173,8 @@ def prepare(config, resume=False):
 def run(prepared):
     """Fit (or load) the model, label every pixel and write the output folder.
 
-    In batch mode, only the new and changed inputs, into the batch store (:func:`run_batch`).
+    In batch mode, only the new and changed inputs, into the batch store
+    (:func:`.batch_run.run_batch`).
 
     Returns
     -------
@@ -191,9 +182,12 @@ def run(prepared):
         The summary recorded in the output and reported by the runner.
     """
     if prepared.config.batch is not None:
+        from .batch_run import run_batch
+
         return run_batch(prepared)
     config = prepared.config
-    images = as_image_stack(prepared.sources["input"].open(prepared.guard), config.input.channel_axis)
+    source = prepared.sources["input"].open(prepared.guard)
+    images = as_image_stack(source, config.input.channel_axis)
     valid = valid_pixels(images, config.input.nodata, prepared.extra["mask"])
     fitted = fit_or_load(prepared, *pixel_rows(images, valid))
     with job_output(prepared) as output:
@@ -260,248 +254,3 @@ def _write_previews(output, fitted, input_dtype, channels):
         pictures = compute(*[labels[i, ::step, ::step] for i in batch])
         for i, picture in zip(batch, pictures):
             output.write_png(f"previews/image-{i:04d}.png", colour_labels(picture, colours))
-
-
-# ------------------------------------------------------------------ batch mode
-
-STATES = ("new", "changed", "done", "failed", "claimed")
-
-
-def prepare_batch(config):
-    """Check a batch segment job and plan it: which inputs are new or changed (no work is done).
-
-    Returns
-    -------
-    Prepared
-        With the :class:`~.batch.BatchStore` in ``extra["batch"]``.
-    """
-    batch = BatchStore(config.output.path, config.batch)
-    batch.check()
-    kind = input_format(config.input)
-    generated = _generates(config.input)
-    if generated and (kind != "images" or config.input.generate != "sample-scene"):
-        raise ConfigError("batch mode generates sample-scene PNG files into a folder; set "
-                          "input.path to a folder", "input.generate")
-    inputs = [] if generated else list_inputs(config.input, config.batch.identity)
-    prepared = prepare_job(config, {}, config.batch.channels, resume=False)
-    prepared.checkpoint.enabled = False  # a killed run's inputs are claimed afresh, and refit
-    prepared.extra["batch"] = batch
-    prepared.plan = Plan("segment (batch)", _describe_batch_inputs(config, batch, inputs, kind),
-                         _describe_batch_steps(prepared), _describe_batch_outputs(prepared))
-    states = batch.states(inputs)
-    if not generated and not {"new", "changed"} & set(states.values()):
-        prepared.nothing_to_do = {"output": config.output.path, "processed": _nothing_new(states)}
-    return prepared
-
-
-def _generates(config):
-    return config.generate is not None and not Path(config.path).exists()
-
-
-def _describe_batch_inputs(config, batch, inputs, kind):
-    if _generates(config.input):
-        return [f"input: {config.input.path} [{len(SAMPLE_IMAGE_SIZES)} sample-scene PNG files, "
-                "generated now]"]
-    counts = Counter(batch.states(inputs).values())
-    states = ", ".join(f"{counts[state]} {state}" for state in STATES)
-    return [f"input: {config.input.path} [{kind}] {len(inputs)} input(s): {states}"]
-
-
-def _describe_batch_steps(prepared):
-    config = prepared.config
-    limit = f", at most {config.batch.max_inputs}" if config.batch.max_inputs else ""
-    channels = config.batch.channels or "the model's (or most inputs')"
-    return describe_fit(prepared, "valid pixels of the run's inputs") + [
-        f"claim the new and changed inputs{limit}; label every pixel of each",
-        f"skip (and report) inputs that do not decode or lack {channels} channels"]
-
-
-def _describe_batch_outputs(prepared):
-    per_input = describe_predictions(prepared.config.output, ("n", "H", "W"),
-                                     prepared.n_components)
-    lines = [f"results/<input>/{line}" for line in per_input if line.startswith("result.zarr")]
-    if prepared.config.output.preview:
-        lines.append("results/<input>/previews/image-0000.png ...")
-    return lines + ["models/<version>.zarr", "manifest.json (replaced), runs.jsonl (appended)"]
-
-
-def run_batch(prepared):
-    """Process the inputs no run has processed yet, into the batch store.
-
-    Claims the new and changed inputs, checks them (a bad one is recorded and skipped), applies
-    the loaded model or fits one on their valid pixels, writes each input's results and records
-    it done; then lets go of its claims and appends its summary to ``runs.jsonl``.
-
-    Returns
-    -------
-    dict
-        The run's summary; it names the inputs skipped, if any, under ``skipped``.
-    """
-    config, batch = prepared.config, prepared.extra["batch"]
-    if _generates(config.input):
-        with suppress(FileExistsError):  # another run generated them first
-            write_sample_images(config.input.path)
-    inputs = list_inputs(config.input, config.batch.identity)
-    claimed = batch.claim(inputs)
-    if not claimed:
-        return {"output": config.output.path, "processed": _nothing_new(batch.states(inputs))}
-    logger.info("run %s claimed %d input(s): %s", batch.run, len(claimed),
-                ", ".join(item.name for item in claimed))
-    record = {**batch.owner, "started": now_iso(), "claimed": [item.name for item in claimed],
-              "processed": [], "pixels": 0, "failures": {}, "model": None}
-    started = time.perf_counter()
-    try:
-        _process_claimed(prepared, batch, claimed, record)
-    except BaseException as error:
-        record["error"] = f"{type(error).__name__}: {error}"
-        raise
-    finally:
-        batch.release()
-        record["seconds"] = round(time.perf_counter() - started, 3)
-        batch.append_run(record)
-    return _batch_summary(config, record)
-
-
-def _nothing_new(states):
-    counts = Counter(states.values())
-    return (f"nothing new to process ({counts['done']} input(s) done, {counts['failed']} "
-            f"skipped earlier and unchanged since, {counts['claimed']} being processed by "
-            "another run)")
-
-
-def _batch_summary(config, record):
-    processed = record["processed"]
-    summary = {"output": config.output.path, "run": record["run"],
-               "model": record["model"] or "none (no input could be read)",
-               "processed": f"{len(processed)} input(s)"
-                            + (f": {', '.join(processed)}" if processed else ""),
-               "pixels": record["pixels"]}
-    if record["failures"]:
-        summary["skipped"] = dict(record["failures"])
-    return summary
-
-
-def _process_claimed(prepared, batch, claimed, record):
-    """Check the claimed inputs, obtain the model, and segment every input that can be read."""
-
-    def fail(item, reason):
-        logger.warning("skipped %s: %s", item.name, reason)
-        batch.record_failed(item, reason)
-        record["failures"][item.name] = reason
-
-    stacks = _open_inputs(claimed, prepared.config.input)
-    readable = [stack for stack in stacks if not isinstance(stack, str)]
-    channels = _expected_channels(prepared, batch, readable)
-    for item, stack in zip(claimed, stacks):
-        if isinstance(stack, str):
-            fail(item, stack)
-        elif stack.shape[-1] != channels:
-            fail(item, f"has {stack.shape[-1]} channel(s), expected {channels}")
-    good = [(item, stack) for item, stack in zip(claimed, stacks)
-            if item.name not in record["failures"]]
-    if not good:
-        return
-    fitted, record["model"] = _batch_model(prepared, batch, good, channels)
-    for item, images in good:
-        try:
-            pixels = _segment_input(prepared, batch, fitted, record["model"], item, images)
-        except (ValueError, OSError) as error:  # e.g. a file changed into a corrupt one meanwhile
-            fail(item, str(error))
-            continue
-        batch.record_done(item, record["model"], pixels)
-        record["processed"].append(item.name)
-        record["pixels"] += pixels
-
-
-def _open_inputs(items, config):
-    """Return each input as lazy ``(n, H, W, C)`` images, or the reason it cannot be read.
-
-    Image files are decoded once on the cluster first, so that a corrupt one is found before any
-    computation (a fit on the pixels of all inputs) depends on it.
-    """
-    files = [item.path for item in items if item.array is None]
-    checks = [dask.delayed(store.image_file_error)(path) for path in files]
-    errors = dict(zip(files, compute(*checks, label=f"decoded {len(files)} image file(s)")
-                      if checks else ()))
-    return [errors.get(item.path) or _open_input(item, config.channel_axis) for item in items]
-
-
-def _open_input(item, channel_axis):
-    """One input as ``(n, H, W, C)`` images, or the reason it cannot be read as images."""
-    try:
-        if item.array is None:
-            array = store.open_image_files([item.path], *store.image_file_info(item.path))[0]
-        else:
-            array = store.open_array(item.path, item.array)
-        image_stack_shape(array.shape, channel_axis)
-    except (OSError, ValueError) as error:
-        return error.message if isinstance(error, ConfigError) else str(error)
-    if array.dtype.kind not in "biuf":
-        return f"holds {array.dtype} values; need numbers"
-    return as_image_stack(array, channel_axis)
-
-
-def _expected_channels(prepared, batch, stacks):
-    """How many channels inputs must have: as configured, the loaded model's, the store's
-    (set by its first run), or else that of most of this run's inputs."""
-    known = (prepared.config.batch.channels
-             or (prepared.loaded.n_features_in_ if prepared.loaded else None)
-             or batch.read()["channels"])
-    if known or not stacks:
-        return known
-    return most_common(images.shape[-1] for images in stacks)
-
-
-def _batch_model(prepared, batch, inputs, channels):
-    """Return the model the run applies and its version, saved in (and recorded by) the store.
-
-    The loaded one (``model.load``), or one fitted on the valid pixels of ``inputs``, pairs of a
-    :class:`~.batch.BatchInput` and its images.
-    """
-    stacks = [images for _, images in inputs]
-    fitted = fit_or_load(prepared, *_training_pixels(stacks, prepared.config.input))
-    scaling = None if fitted.scaler is None else fitted.scaler.to_attrs()
-    version = model_version(fitted.model, scaling)
-    batch.save_model(version, fitted.model, scaling)
-    origin = ({"loaded_from": prepared.config.model.load} if prepared.loaded else
-              {"fitted_on": [item.name for item, _ in inputs]})
-    batch.record_model(version, {**origin, "model": model_summary(fitted.model)}, channels)
-    how = f"loaded from {prepared.config.model.load}" if prepared.loaded else \
-        f"fitted on {len(inputs)} input(s)"
-    logger.info("model version %s (%s)", version, how)
-    return fitted, version
-
-
-def _training_pixels(stacks, config):
-    """The pixels of all the stacks as rows, and which are valid (None when all are)."""
-    pairs = [pixel_rows(images, valid_pixels(images, config.nodata)) for images in stacks]
-    rows = da.concatenate([rows for rows, _ in pairs])
-    if all(valid is None for _, valid in pairs):
-        return rows, None
-    valid = [da.ones(rows.shape[0], dtype=bool, chunks=rows.chunks[0]) if valid is None
-             else valid for rows, valid in pairs]
-    return rows, da.concatenate(valid)
-
-
-def _segment_input(prepared, batch, fitted, version, item, images):
-    """Write one input's results to ``results/<name>/`` (replacing older ones); return pixels."""
-    config = prepared.config
-    kind = "image file" if item.array is None else "Zarr array"
-    source = Source("input", item.location, kind, images.shape, images.dtype, lambda: images,
-                    images.chunks)
-    one = dataclasses.replace(prepared, sources={"input": source})
-    with _result_output(one, batch.root / batch.result_name(item.name)) as output:
-        write_segmentation(output, fitted, images, valid_pixels(images, config.input.nodata),
-                           config.output)
-        output.summary.update({"input": item.name, "identity": item.identity,
-                               "model_version": version})
-    return int(np.prod(images.shape[:3]))
-
-
-@contextmanager
-def _result_output(prepared, path):
-    """Yield a :class:`JobOutput` for one input; it replaces ``path`` only if the block succeeds."""
-    within = real_path(Path(path).parent)
-    path = prepared.guard.check(path, "output.path", "batch-result", replace=True, within=within)
-    with staged_output(prepared, path, "batch-result") as output:
-        yield output

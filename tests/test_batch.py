@@ -24,6 +24,7 @@ from daskgmm.config import BatchConfig, ConfigError, JobConfig
 from daskgmm.run import main, pipeline_module
 
 segment, batch = pipeline_module("segment"), pipeline_module("batch")
+batch_inputs = pipeline_module("batch_inputs")
 BatchStore = batch.BatchStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -279,7 +280,7 @@ THREE_A_RUN = BatchConfig(max_inputs=3)
 
 
 def test_claims_made_at_the_same_time_are_disjoint(tmp_path):
-    inputs = [batch.BatchInput(f"i{i:02d}", "unused", None, {"size": i}) for i in range(30)]
+    inputs = [batch_inputs.BatchInput(f"i{i:02d}", "unused", None, {"size": i}) for i in range(30)]
     claimed, start_together = [], threading.Barrier(8)
 
     def claim():
@@ -321,12 +322,15 @@ def test_a_run_that_moved_a_fresh_lock_aside_puts_it_back(tmp_path):
     path = tmp_path / "lock"
     path.write_text("fresh")
     batch.StoreLock(path, 60.0, {})._break("stale")
-    assert path.read_text() == "fresh" and list(tmp_path.iterdir()) == [path]
+    assert path.read_text() == "fresh"
+    # It was moved aside into the store's staging folder, which holds nothing afterwards.
+    assert sorted(tmp_path.iterdir()) == [tmp_path / ".staging", path]
+    assert list((tmp_path / ".staging").iterdir()) == []
 
 
 def test_a_live_lock_is_waited_for(tmp_path):
     store = BatchStore(tmp_path / "store", THREE_A_RUN)
-    inputs = [batch.BatchInput("a", "unused", None, {"size": 1})]
+    inputs = [batch_inputs.BatchInput("a", "unused", None, {"size": 1})]
     holder = BatchStore(tmp_path / "store", THREE_A_RUN)
     with holder._locked():
         waiting = threading.Thread(target=store.claim, args=(inputs,))
@@ -339,7 +343,7 @@ def test_a_live_lock_is_waited_for(tmp_path):
 
 def test_claims_of_a_dead_run_are_taken_over(client, tmp_path):
     add_images(tmp_path / "images", "a.png", "b.png")
-    inputs = batch.list_inputs(JobConfig.from_dict(job(tmp_path)).input, "stat")
+    inputs = batch_inputs.list_inputs(JobConfig.from_dict(job(tmp_path)).input, "stat")
     dead = BatchStore(tmp_path / "store", THREE_A_RUN)
     dead.owner["pid"] = dead_pid()
     dead.claim(inputs[:1])
@@ -351,7 +355,7 @@ def test_claims_of_a_dead_run_are_taken_over(client, tmp_path):
 
 def test_claims_of_a_live_run_are_left_alone(client, tmp_path):
     add_images(tmp_path / "images", "a.png", "b.png")
-    inputs = batch.list_inputs(JobConfig.from_dict(job(tmp_path)).input, "stat")
+    inputs = batch_inputs.list_inputs(JobConfig.from_dict(job(tmp_path)).input, "stat")
     BatchStore(tmp_path / "store", THREE_A_RUN).claim(inputs[:1])
     assert run_batch(job(tmp_path))["processed"] == "1 input(s): b.png"
     assert run_batch(job(tmp_path))["processed"].startswith(

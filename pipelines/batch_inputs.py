@@ -1,0 +1,138 @@
+"""The inputs of a batch: the files of a folder or glob, or the arrays of a Zarr group, keyed.
+
+An input's key (its name in the manifest, and its result's folder ``results/<key>/``) is its path
+relative to the folder the input names, after the glob is normalised lexically
+(``os.path.normpath``: ``/data/b[34]/../../imgs/*.png`` is ``/imgs/*.png``) and before any
+wildcard; or the array's name in the Zarr group. A key is therefore never absolute and never
+starts with ``..``: a result cannot leave ``results/``. One file is one input however the glob
+spells its path (matches are deduplicated by their real path, keeping the first key).
+"""
+
+import glob
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from daskgmm import store
+from daskgmm.config import ConfigError
+from daskgmm.guard import glob_root, real_path
+
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One input of a batch: an image file, or one array of a Zarr group.
+
+    Attributes
+    ----------
+    name : str
+        The input's key, unique within the batch: the file's path relative to the folder (or
+        the normalised glob's fixed part), or the array's name.
+    path : str
+        The image file, or the Zarr group.
+    array : str or None
+        The array of the group; None for a file.
+    identity : dict
+        ``size`` and ``mtime_ns`` (identity ``stat``) or ``sha256`` (identity ``content``).
+    """
+
+    name: str
+    path: str
+    array: str | None
+    identity: dict
+
+    @property
+    def location(self):
+        """The file, or the array's folder in the group."""
+        return self.path if self.array is None else str(Path(self.path) / self.array)
+
+
+def input_format(config, key="input"):
+    """Return ``'zarr'`` (a group whose arrays are the inputs) or ``'images'`` (a folder/glob).
+
+    Raises
+    ------
+    ConfigError
+        For a remote path (an input's identity is read from the local file system) or a table
+        format.
+    """
+    if "://" in config.path:
+        raise ConfigError(f"batch mode reads local files, got {config.path!r}", f"{key}.path")
+    if config.format in ("zarr", "images"):
+        return config.format
+    if config.format != "auto":
+        raise ConfigError(f"batch mode reads image files or a Zarr group, not {config.format}",
+                          f"{key}.format")
+    path = config.path.rstrip("/")
+    return "zarr" if path.endswith(".zarr") or store.is_zarr_store(path) else "images"
+
+
+def list_inputs(config, identity, key="input"):
+    """Return the inputs at ``config.path`` now, sorted by key, each with its identity.
+
+    Nothing is opened: a damaged input is listed (and found when it is checked).
+
+    Parameters
+    ----------
+    config : InputConfig
+    identity : {'stat', 'content'}
+    key : str
+        The section's dotted path, for messages.
+
+    Raises
+    ------
+    ConfigError
+        If the folder or Zarr group does not exist, or ``path`` holds a Zarr array.
+    """
+    if input_format(config, key) == "zarr":
+        located = _group_arrays(config.path, key)
+    else:
+        located = _image_files(config.path, key)
+    return [BatchInput(name, path, array, _identity(Path(path) / (array or ""), identity))
+            for name, path, array in located]
+
+
+def _group_arrays(path, key):
+    if not Path(path).is_dir():
+        raise ConfigError(f"no Zarr group at {path!r}", f"{key}.path")
+    try:
+        names = store.group_array_names(path)
+    except ValueError as error:
+        raise ConfigError(str(error), f"{key}.path") from None
+    return [(name, path, name) for name in names]
+
+
+def _image_files(path, key):
+    pattern = os.path.normpath(path)
+    if glob.has_magic(pattern):
+        root = glob_root(pattern)
+        files = [Path(f) for f in glob.glob(pattern, recursive=True)]
+    elif Path(pattern).is_dir():
+        root = Path(pattern)
+        files = list(root.iterdir())
+    else:
+        raise ConfigError(f"no such folder: {path!r} (batch mode reads a folder or glob of "
+                          "images, or a Zarr group)", f"{key}.path")
+    files = sorted(f for f in files if f.suffix.lower() in store.IMAGE_SUFFIXES and f.is_file())
+    keyed = {}
+    for file in files:
+        keyed.setdefault(real_path(file), (file.relative_to(root).as_posix(), str(file), None))
+    return sorted(keyed.values())
+
+
+def _identity(path, kind):
+    """An input's identity: its size and latest modification time, or a hash of its bytes."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if kind == "content":
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
+            with open(file, "rb") as stream:
+                for block in iter(lambda: stream.read(_HASH_BLOCK), b""):
+                    digest.update(block)
+        return {"sha256": digest.hexdigest()}
+    stats = [file.stat() for file in files]
+    return {"size": sum(s.st_size for s in stats),
+            "mtime_ns": max((s.st_mtime_ns for s in stats), default=0)}

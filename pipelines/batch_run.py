@@ -1,0 +1,295 @@
+"""segment in batch mode: one run over the inputs of a growing folder, glob or Zarr group.
+
+A run lists the inputs (:mod:`.batch_inputs`), claims the new and changed ones in the batch store
+(:mod:`.batch`), checks on the cluster that each decodes (a bad one is recorded with its reason
+and skipped; the runner then exits with status 3), applies ``model.load`` or fits a model on the
+valid pixels of the others, writes each input's ``results/<key>/`` and records it done; then it
+logs its end in ``runs.jsonl`` and lets go of its claims.
+"""
+
+import dataclasses
+import logging
+import time
+from collections import Counter
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+
+from daskgmm import store
+from daskgmm.config import ConfigError
+from daskgmm.guard import real_path
+from daskgmm.sample_data import SAMPLE_IMAGE_SIZES, write_sample_images
+
+from .batch import RESULT_KIND, RESULTS, BatchStore, model_version
+from .batch_inputs import input_format, list_inputs
+from .common import (
+    Plan,
+    Source,
+    compute,
+    describe_fit,
+    describe_predictions,
+    fit_or_load,
+    model_summary,
+    prepare_job,
+    staged_output,
+)
+from .segment import as_image_stack, image_stack_shape, pixel_rows, valid_pixels, \
+    write_segmentation
+
+logger = logging.getLogger(__name__)
+
+STATES = ("new", "changed", "done", "failed", "claimed")
+
+
+def prepare_batch(config):
+    """Check a batch segment job and plan it: which inputs are new or changed (no work is done).
+
+    Returns
+    -------
+    Prepared
+        With the :class:`~.batch.BatchStore` in ``extra["batch"]``; ``nothing_to_do`` is set
+        when no input is new or changed and the store holds nothing to tidy.
+    """
+    batch = BatchStore(config.output.path, config.batch)
+    batch.check()
+    kind = input_format(config.input)
+    generated = _generates(config.input)
+    if generated and (kind != "images" or config.input.generate != "sample-scene"):
+        raise ConfigError("batch mode generates sample-scene PNG files into a folder; set "
+                          "input.path to a folder", "input.generate")
+    inputs = [] if generated else list_inputs(config.input, config.batch.identity)
+    prepared = prepare_job(config, {}, config.batch.channels, resume=False)
+    prepared.checkpoint.enabled = False  # a killed run's inputs are claimed afresh, and refit
+    prepared.extra["batch"] = batch
+    prepared.plan = Plan("segment (batch)", _describe_batch_inputs(config, batch, inputs, kind),
+                         _describe_batch_steps(prepared), _describe_batch_outputs(prepared))
+    states = batch.states(inputs)
+    if not generated and not {"new", "changed"} & set(states.values()) \
+            and not batch.needs_tidying(inputs):
+        prepared.nothing_to_do = {"output": config.output.path, "processed": _nothing_new(states)}
+    return prepared
+
+
+def _generates(config):
+    return config.generate is not None and not Path(config.path).exists()
+
+
+def _describe_batch_inputs(config, batch, inputs, kind):
+    if _generates(config.input):
+        return [f"input: {config.input.path} [{len(SAMPLE_IMAGE_SIZES)} sample-scene PNG files, "
+                "generated now]"]
+    counts = Counter(batch.states(inputs).values())
+    states = ", ".join(f"{counts[state]} {state}" for state in STATES)
+    return [f"input: {config.input.path} [{kind}] {len(inputs)} input(s): {states}"]
+
+
+def _describe_batch_steps(prepared):
+    config = prepared.config
+    limit = f", at most {config.batch.max_inputs}" if config.batch.max_inputs else ""
+    channels = config.batch.channels or "the model's (or most inputs')"
+    return describe_fit(prepared, "valid pixels of the run's inputs") + [
+        f"claim the new and changed inputs{limit}; label every pixel of each",
+        f"skip (and report) inputs that do not decode or lack {channels} channels"]
+
+
+def _describe_batch_outputs(prepared):
+    per_input = describe_predictions(prepared.config.output, ("n", "H", "W"),
+                                     prepared.n_components)
+    lines = [f"results/<input>/{line}" for line in per_input if line.startswith("result.zarr")]
+    if prepared.config.output.preview:
+        lines.append("results/<input>/previews/image-0000.png ...")
+    return lines + ["models/<version>.zarr", "manifest.json (replaced), runs.jsonl (appended)"]
+
+
+def run_batch(prepared):
+    """Process the inputs no run has processed yet, into the batch store.
+
+    Claims the new and changed inputs (tidying what dead runs left first), checks them (a bad
+    one is recorded and skipped), applies the loaded model or fits one on their valid pixels,
+    writes each input's results and records it done; then logs its end in ``runs.jsonl``
+    (``status`` ``ok``, or ``failed`` with the ``error``) and lets go of its claims.
+
+    Returns
+    -------
+    dict
+        The run's summary; it names the inputs skipped, if any, under ``skipped``.
+    """
+    config, batch = prepared.config, prepared.extra["batch"]
+    if _generates(config.input):
+        with suppress(FileExistsError):  # another run generated them first
+            write_sample_images(config.input.path)
+    inputs = list_inputs(config.input, config.batch.identity)
+    claimed = batch.claim(inputs)
+    if not claimed:
+        return {"output": config.output.path, "processed": _nothing_new(batch.states(inputs))}
+    logger.info("run %s (process %d) claimed %d input(s): %s", batch.run, batch.owner["pid"],
+                len(claimed), ", ".join(item.name for item in claimed))
+    record = {**batch.owner, "started": batch.started, "status": "ok",
+              "claimed": [item.name for item in claimed], "processed": [], "pixels": 0,
+              "failures": {}, "model": None}
+    started = time.perf_counter()
+    try:
+        _process_claimed(prepared, batch, claimed, record)
+    except BaseException as error:
+        record.update(status="failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        record["seconds"] = round(time.perf_counter() - started, 3)
+        batch.finish(record)
+        logger.info("run %s (process %d) logged its end (%s): %d input(s) processed, %d "
+                    "skipped", batch.run, batch.owner["pid"], record["status"],
+                    len(record["processed"]), len(record["failures"]))
+    return _batch_summary(config, record)
+
+
+def _nothing_new(states):
+    counts = Counter(states.values())
+    return (f"nothing new to process ({counts['done']} input(s) done, {counts['failed']} "
+            f"skipped earlier and unchanged since, {counts['claimed']} being processed by "
+            "another run)")
+
+
+def _batch_summary(config, record):
+    processed = record["processed"]
+    summary = {"output": config.output.path, "run": record["run"],
+               "model": record["model"] or "none (no input could be read)",
+               "processed": f"{len(processed)} input(s)"
+                            + (f": {', '.join(processed)}" if processed else ""),
+               "pixels": record["pixels"]}
+    if record["failures"]:
+        summary["skipped"] = dict(record["failures"])
+    return summary
+
+
+def _process_claimed(prepared, batch, claimed, record):
+    """Check the claimed inputs, obtain the model, and segment every input that can be read."""
+
+    def fail(item, reason):
+        logger.warning("skipped %s: %s", item.name, reason)
+        batch.record_failed(item, reason)
+        record["failures"][item.name] = reason
+
+    stacks = _open_inputs(claimed, prepared.config.input)
+    readable = [stack for stack in stacks if not isinstance(stack, str)]
+    channels = _expected_channels(prepared, batch, readable)
+    for item, stack in zip(claimed, stacks):
+        if isinstance(stack, str):
+            fail(item, stack)
+        elif stack.shape[-1] != channels:
+            fail(item, f"has {stack.shape[-1]} channel(s), expected {channels}")
+    good = [(item, stack) for item, stack in zip(claimed, stacks)
+            if item.name not in record["failures"]]
+    if not good:
+        return
+    fitted, record["model"] = _batch_model(prepared, batch, good, channels)
+    for item, images in good:
+        try:
+            pixels = _segment_input(prepared, batch, fitted, record["model"], item, images)
+        except (ValueError, OSError) as error:  # e.g. a file changed into a corrupt one meanwhile
+            fail(item, str(error))
+            continue
+        batch.record_done(item, record["model"], pixels)
+        record["processed"].append(item.name)
+        record["pixels"] += pixels
+
+
+def _open_inputs(items, config):
+    """Return each input as lazy ``(n, H, W, C)`` images, or the reason it cannot be read.
+
+    Every input is decoded once on the cluster first (each chunk of a Zarr array, every pixel
+    of an image file), so that a corrupt one is found before any computation (a fit on the
+    pixels of all inputs) depends on it.
+    """
+    checks = [dask.delayed(store.image_file_error if item.array is None else
+                           store.zarr_array_error)(item.location) for item in items]
+    errors = compute(*checks, label=f"decoded {len(items)} input(s)") if checks else ()
+    return [error or _open_input(item, config.channel_axis) for item, error in zip(items, errors)]
+
+
+def _open_input(item, channel_axis):
+    """One input as ``(n, H, W, C)`` images, or the reason it cannot be read as images."""
+    try:
+        if item.array is None:
+            array = store.open_image_files([item.path], *store.image_file_info(item.path))[0]
+        else:
+            array = store.open_array(item.location)
+        image_stack_shape(array.shape, channel_axis)
+    except (OSError, ValueError) as error:
+        return error.message if isinstance(error, ConfigError) else str(error)
+    if array.dtype.kind not in "biuf":
+        return f"holds {array.dtype} values; need numbers"
+    return as_image_stack(array, channel_axis)
+
+
+def _expected_channels(prepared, batch, stacks):
+    """How many channels inputs must have: as configured, the loaded model's, the store's
+    (set by its first run), or else that of most of this run's inputs."""
+    known = (prepared.config.batch.channels
+             or (prepared.loaded.n_features_in_ if prepared.loaded else None)
+             or batch.read()["channels"])
+    if known or not stacks:
+        return known
+    return Counter(images.shape[-1] for images in stacks).most_common(1)[0][0]
+
+
+def _batch_model(prepared, batch, inputs, channels):
+    """Return the model the run applies and its version, saved in (and recorded by) the store.
+
+    The loaded one (``model.load``), or one fitted on the valid pixels of ``inputs``, pairs of a
+    :class:`~.batch_inputs.BatchInput` and its images.
+    """
+    stacks = [images for _, images in inputs]
+    fitted = fit_or_load(prepared, *_training_pixels(stacks, prepared.config.input))
+    scaling = None if fitted.scaler is None else fitted.scaler.to_attrs()
+    version = model_version(fitted.model, scaling)
+    batch.save_model(version, fitted.model, scaling)
+    origin = ({"loaded_from": prepared.config.model.load} if prepared.loaded else
+              {"fitted_on": [item.name for item, _ in inputs]})
+    batch.record_model(version, {**origin, "model": model_summary(fitted.model)}, channels)
+    how = f"loaded from {prepared.config.model.load}" if prepared.loaded else \
+        f"fitted on {len(inputs)} input(s)"
+    logger.info("model version %s (%s)", version, how)
+    return fitted, version
+
+
+def _training_pixels(stacks, config):
+    """The pixels of all the stacks as rows, and which are valid (None when all are)."""
+    pairs = [pixel_rows(images, valid_pixels(images, config.nodata)) for images in stacks]
+    rows = da.concatenate([rows for rows, _ in pairs])
+    if all(valid is None for _, valid in pairs):
+        return rows, None
+    valid = [da.ones(rows.shape[0], dtype=bool, chunks=rows.chunks[0]) if valid is None
+             else valid for rows, valid in pairs]
+    return rows, da.concatenate(valid)
+
+
+def _segment_input(prepared, batch, fitted, version, item, images):
+    """Write one input's results to ``results/<key>/`` (replacing older ones); return pixels."""
+    config = prepared.config
+    kind = "image file" if item.array is None else "Zarr array"
+    source = Source("input", item.location, kind, images.shape, images.dtype, lambda: images,
+                    images.chunks)
+    one = dataclasses.replace(prepared, sources={"input": source})
+    with _result_output(one, batch, item.name) as output:
+        write_segmentation(output, fitted, images, valid_pixels(images, config.input.nodata),
+                           config.output)
+        output.summary.update({"input": item.name, "identity": item.identity,
+                               "model_version": version})
+    return int(np.prod(images.shape[:3]))
+
+
+@contextmanager
+def _result_output(prepared, batch, key):
+    """Yield a :class:`~.common.JobOutput` for input ``key``, staged in the store's
+    ``.staging/``; it replaces ``results/<key>`` only if the block succeeds.
+
+    A key never leaves ``results/`` (:mod:`.batch_inputs`); the guard proves it.
+    """
+    path = prepared.guard.check(batch.root / batch.result_name(key), "output.path",
+                                RESULT_KIND, replace=True, within=real_path(batch.root / RESULTS))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with staged_output(prepared, path, RESULT_KIND, staging_parent=batch.staging) as output:
+        yield output
