@@ -55,6 +55,7 @@ import numpy as np
 
 from daskgmm import atomic, store
 from daskgmm.config import ConfigError
+from daskgmm.guard import real_path
 from daskgmm.ownership import (
     MARKER,
     is_dead_staging,
@@ -306,7 +307,7 @@ class BatchStore:
     """
 
     def __init__(self, root, config, run=None):
-        self.root = Path(root)
+        self.root = real_path(root)  # links and ".." resolved, as the guard clears it
         self.staging = self.root / STAGING
         self.config = config
         self.run = run or new_run_id()
