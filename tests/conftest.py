@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from daskgmm.run import pipeline_module
+
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 DASK = str(Path(sys.executable).parent / "dask")
 # As a nanny would set them: one BLAS thread per single-threaded worker.
@@ -146,3 +148,29 @@ def write_zarr(path, data):
     target = zarr.create_array(str(path), shape=data.shape, chunks=data.chunksize,
                                dtype=data.dtype)
     da.store(data, target, lock=False)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingCheckpoint(pipeline_module("training").Checkpoint):
+    """The job's checkpoint, which dies right after its ``after``-th save."""
+
+    def __init__(self, checkpoint, after):
+        super().__init__(checkpoint.path, checkpoint.every, checkpoint.fingerprint,
+                         checkpoint.enabled, checkpoint.guard)
+        self.saves_left = after
+
+    def save_fit(self, state):
+        super().save_fit(state)
+        self._count()
+
+    def save(self, models, state):
+        super().save(models, state)
+        self._count()
+
+    def _count(self):
+        self.saves_left -= 1
+        if self.saves_left == 0:
+            raise Crash

@@ -6,41 +6,15 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from conftest import make_blobs, write_zarr
+from conftest import Crash, CrashingCheckpoint, make_blobs, write_zarr
 from daskgmm import GaussianMixture, select_model
 from daskgmm.config import JobConfig
 from daskgmm.run import pipeline_module
 
-common, training = pipeline_module("common"), pipeline_module("training")
+common = pipeline_module("common")
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 MODEL = {"n_components": 3, "covariance_type": "full", "tol": 1e-6, "max_iter": 12, "n_init": 2,
          "random_state": 0, "split_every": 2}
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashingCheckpoint(training.Checkpoint):
-    """The job's checkpoint, which dies right after its ``after``-th save."""
-
-    def __init__(self, checkpoint, after):
-        super().__init__(checkpoint.path, checkpoint.every, checkpoint.fingerprint,
-                         checkpoint.enabled, checkpoint.guard)
-        self.saves_left = after
-
-    def save_fit(self, state):
-        super().save_fit(state)
-        self._count()
-
-    def save(self, models, state):
-        super().save(models, state)
-        self._count()
-
-    def _count(self):
-        self.saves_left -= 1
-        if self.saves_left == 0:
-            raise Crash
 
 
 def run_job(job, crash_after=None):

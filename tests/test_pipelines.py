@@ -8,7 +8,7 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import make_blobs, write_zarr
+from conftest import Crash, CrashingCheckpoint, make_blobs, write_zarr
 from daskgmm import GaussianMixture, store
 from daskgmm.config import ConfigError, JobConfig, ModelConfig
 from daskgmm.run import pipeline_module
@@ -65,37 +65,12 @@ def test_a_checkpointed_fit_is_the_estimators_model(client, tmp_path, covariance
     assert stepped.get_params() == plain.get_params()
 
 
-class Crash(Exception):
-    pass
-
-
-class CrashingCheckpoint(Checkpoint):
-    """A checkpoint whose job dies right after its ``after``-th save."""
-
-    def __init__(self, *args, after, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.saves_left = after
-
-    def save_fit(self, state):
-        super().save_fit(state)
-        self._count()
-
-    def save(self, models, state):
-        super().save(models, state)
-        self._count()
-
-    def _count(self):
-        self.saves_left -= 1
-        if self.saves_left == 0:
-            raise Crash
-
-
 @pytest.mark.parametrize("crash_after", [3, 9])
 def test_resume_ends_at_the_uninterrupted_model(client, tmp_path, crash_after):
     X = da.from_array(make_blobs(n_samples=600, seed=3), chunks=200)
     config = ModelConfig(n_components=3, tol=0.0, max_iter=6, n_init=2)
     whole = fit_mixture(X, config, Checkpoint(str(tmp_path / "a"), 1, "job"))
-    crashing = CrashingCheckpoint(str(tmp_path / "b"), 1, "job", after=crash_after)
+    crashing = CrashingCheckpoint(Checkpoint(str(tmp_path / "b"), 1, "job"), crash_after)
     with pytest.raises(Crash):
         fit_mixture(X, config, crashing)
     state = Checkpoint(str(tmp_path / "b"), 1, "job").load()
@@ -326,8 +301,7 @@ def test_select_resumes_after_the_models_already_fitted(client, tmp_path):
     select.run(select.prepare(JobConfig.from_dict(job)))
     job["output"]["path"] = str(tmp_path / "resumed")
     prepared = select.prepare(JobConfig.from_dict(job))
-    prepared.checkpoint = CrashingCheckpoint(prepared.checkpoint.path, 1,
-                                             prepared.checkpoint.fingerprint, after=4)
+    prepared.checkpoint = CrashingCheckpoint(prepared.checkpoint, 4)
     with pytest.raises(Crash):
         select.run(prepared)
     resumed = select.prepare(JobConfig.from_dict(job), resume=True)

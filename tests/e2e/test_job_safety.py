@@ -60,16 +60,22 @@ def assert_unchanged(before, root):
     assert tree_changes(before, tree_digest(root)) == []
 
 
+def assert_job_refused(tmp_path, job_data, key, named):
+    """Run ``job_data`` from ``tmp_path``: refused with ``key`` and ``named``, nothing changed."""
+    write_job(tmp_path / "job.yaml", job_data)
+    before = tree_digest(tmp_path)
+    status, _, stderr = run_main(tmp_path / "job.yaml")
+    assert_refused(status, stderr, key, named)
+    assert_unchanged(before, tmp_path)
+
+
 # ------------------------------------------------------------------ (1) the checkpoint path
 
 
 def test_a_users_folder_at_the_checkpoint_path_is_refused(tmp_path, table):
     mine = write_user_folder(tmp_path / "out.checkpoint")
-    write_job(tmp_path / "job.yaml", job("fit", table, tmp_path / "out"))
-    before = tree_digest(tmp_path)
-    status, _, stderr = run_main(tmp_path / "job.yaml")
-    assert_refused(status, stderr, "checkpoint", mine)
-    assert_unchanged(before, tmp_path)
+    assert_job_refused(tmp_path, job("fit", table, tmp_path / "out"),
+                       "checkpoint", mine)
 
 
 def test_a_disabled_checkpoint_leaves_a_users_folder_there_alone(tmp_path, table):
@@ -83,11 +89,8 @@ def test_a_disabled_checkpoint_leaves_a_users_folder_there_alone(tmp_path, table
 
 def test_an_input_at_the_checkpoint_path_is_refused(tmp_path):
     data = write_zarr(tmp_path / "out.checkpoint", table_rows())
-    write_job(tmp_path / "job.yaml", job("fit", data, tmp_path / "out"))
-    before = tree_digest(tmp_path)
-    status, _, stderr = run_main(tmp_path / "job.yaml")
-    assert_refused(status, stderr, "checkpoint", data)
-    assert_unchanged(before, tmp_path)
+    assert_job_refused(tmp_path, job("fit", data, tmp_path / "out"),
+                       "checkpoint", data)
 
 
 # ------------------------------------------------------------------ (2) the ingest store
@@ -95,30 +98,21 @@ def test_an_input_at_the_checkpoint_path_is_refused(tmp_path):
 
 def test_a_users_store_at_the_default_ingest_path_is_refused(tmp_path, png_folder):
     mine = write_zarr(tmp_path / "out.input.zarr", np.arange(12.0).reshape(4, 3))
-    write_job(tmp_path / "job.yaml", job("segment", png_folder, tmp_path / "out"))
-    before = tree_digest(tmp_path)
-    status, _, stderr = run_main(tmp_path / "job.yaml")
-    assert_refused(status, stderr, ("input.ingest_to", "output.path"), mine)
-    assert_unchanged(before, tmp_path)
+    assert_job_refused(tmp_path, job("segment", png_folder, tmp_path / "out"),
+                       ("input.ingest_to", "output.path"), mine)
 
 
 def test_a_users_store_at_ingest_to_is_refused(tmp_path, png_folder):
     mine = write_zarr(tmp_path / "mine.zarr", np.arange(12.0).reshape(4, 3))
-    write_job(tmp_path / "job.yaml", job("segment", png_folder, tmp_path / "out",
-                                         input={"ingest_to": str(mine)}))
-    before = tree_digest(tmp_path)
-    status, _, stderr = run_main(tmp_path / "job.yaml")
-    assert_refused(status, stderr, "input.ingest_to", mine)
-    assert_unchanged(before, tmp_path)
+    assert_job_refused(tmp_path, job("segment", png_folder, tmp_path / "out",
+                                         input={"ingest_to": str(mine)}),
+                       "input.ingest_to", mine)
 
 
 def test_an_ingest_store_inside_the_image_folder_is_refused(tmp_path, png_folder):
-    write_job(tmp_path / "job.yaml", job("segment", png_folder, tmp_path / "out",
-                                         input={"ingest_to": str(png_folder / "in.zarr")}))
-    before = tree_digest(tmp_path)
-    status, _, stderr = run_main(tmp_path / "job.yaml")
-    assert_refused(status, stderr, "input.ingest_to", png_folder)
-    assert_unchanged(before, tmp_path)
+    assert_job_refused(tmp_path, job("segment", png_folder, tmp_path / "out",
+                                         input={"ingest_to": str(png_folder / "in.zarr")}),
+                       "input.ingest_to", png_folder)
 
 
 @pytest.mark.parametrize("ingest_to", ["out", "out.checkpoint", "out/in.zarr"])
@@ -228,11 +222,8 @@ def test_anomaly_with_anomaly_data_dry_runs(tmp_path, table, scored):
 def test_an_output_under_a_file_is_refused(tmp_path, table, below):
     (tmp_path / "notes.txt").write_text("the user's notes\n")
     output = tmp_path / "notes.txt" / below
-    write_job(tmp_path / "job.yaml", job("fit", table, output))
-    before = tree_digest(tmp_path)
-    status, _, stderr = run_main(tmp_path / "job.yaml")
-    assert_refused(status, stderr, "output.path", tmp_path / "notes.txt")
-    assert_unchanged(before, tmp_path)
+    assert_job_refused(tmp_path, job("fit", table, output),
+                       "output.path", tmp_path / "notes.txt")
 
 
 def test_a_dotdot_output_creates_no_folder_on_the_way(tmp_path, table):
