@@ -1,4 +1,5 @@
-"""The checkpoint's Zarr format: a fit's :class:`~daskgmm.mixture.FitState`, saved and read back.
+"""The checkpoint's Zarr format: a fit's :class:`~daskgmm.mixture.FitState`, or a grid's
+progress (named models and a JSON state), saved and read back.
 
 A checkpoint is a Zarr group: ``current/`` and ``best/`` hold the parameters of the running and
 the best finished initialisation (float64, exactly as the loop holds them), and the attributes
@@ -13,6 +14,7 @@ import zarr
 
 from . import atomic
 from .mixture import EMRun, FitState, MixtureParams
+from .store import read_model_group, write_model_group
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = "daskgmm.FitState"
@@ -75,3 +77,25 @@ def read_fit_state(path):
         random_state = (kind, group["random_state_key"][...], position, has_gauss, cached)
     state = FitState(attrs["init"], runs.get("current"), runs.get("best"), random_state)
     return state, dict(attrs["extra"])
+
+
+def write_checkpoint(path, models, state):
+    """Atomically replace the checkpoint at ``path``: named models and a JSON ``state`` dict
+    (a grid's progress, as the select job saves it).
+
+    ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
+    """
+    with atomic.atomic_directory(path, CHECKPOINT) as staging:
+        group = zarr.open_group(str(staging), mode="a")  # "w" would delete the marker
+        group.attrs.update({"state": state, "models": sorted(models)})
+        for name, model in models.items():
+            write_model_group(group.create_group(name), model)
+
+
+def read_checkpoint(path, cls):
+    """Return ``(models, state)`` from a checkpoint written by :func:`write_checkpoint`, or None."""
+    if not Path(path).exists():
+        return None
+    group = zarr.open_group(str(path), mode="r")
+    models = {name: read_model_group(group[name], cls) for name in group.attrs["models"]}
+    return models, dict(group.attrs["state"])

@@ -14,8 +14,8 @@ MODEL_FORMAT = "daskgmm.GaussianMixture"
 MODEL_FORMAT_VERSION = 1
 _FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 _FITTED_SCALARS = ("converged_", "n_iter_", "lower_bound_", "n_features_in_", "n_reseeded_")
-# Kinds of folder written here, as their ownership markers name them.
-MODEL, CHECKPOINT = "model", "checkpoint"
+# The kind of folder a saved model is, as its ownership marker names it.
+MODEL = "model"
 
 
 def open_array(path, component=None):
@@ -286,27 +286,6 @@ def write_model(path, model, attrs=None):
 def read_model_attrs(path):
     """Return the attributes stored with a saved model (those of :func:`write_model` included)."""
     return read_attrs(path)
-
-
-def write_checkpoint(path, models, state):
-    """Atomically replace the checkpoint at ``path``: named models and a JSON ``state`` dict.
-
-    ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
-    """
-    with atomic.atomic_directory(path, CHECKPOINT) as staging:
-        group = zarr.open_group(str(staging), mode="a")  # "w" would delete the marker
-        group.attrs.update({"state": state, "models": sorted(models)})
-        for name, model in models.items():
-            write_model_group(group.create_group(name), model)
-
-
-def read_checkpoint(path, cls):
-    """Return ``(models, state)`` from a checkpoint written by :func:`write_checkpoint`, or None."""
-    if not Path(path).exists():
-        return None
-    group = zarr.open_group(str(path), mode="r")
-    models = {name: read_model_group(group[name], cls) for name in group.attrs["models"]}
-    return models, dict(group.attrs["state"])
 
 
 def open_table(paths, file_format, columns=None):

@@ -62,7 +62,6 @@ def prepare_batch(config):
                           "input.path to a folder", "input.generate")
     inputs = [] if generated else list_inputs(config.input, config.batch.identity)
     prepared = prepare_job(config, {}, config.batch.channels, resume=False)
-    prepared.checkpoint.enabled = False  # a killed run's inputs are claimed afresh, and refit
     prepared.extra["batch"] = batch
     prepared.plan = Plan("segment (batch)", _describe_batch_inputs(config, batch, inputs, kind),
                          _describe_batch_steps(prepared), _describe_batch_outputs(prepared))

@@ -383,13 +383,14 @@ def prepare_job(config, sources, n_features, resume, fit_sections=()):
     checkpoint = Checkpoint(str(config.checkpoint_path), config.checkpoint.every,
                             fingerprint(*sections), _checkpoints(config, loaded), guard)
     if checkpoint.enabled:
-        guard.check(checkpoint.path, "checkpoint", store.CHECKPOINT, replace=True)
+        checkpoint.clear()
     resumed = checkpoint.load() if resume else None
     return Prepared(config, sources, checkpoint, guard, loaded, scaler, resumed)
 
 
 def _checkpoints(config, loaded):
-    """Whether the job saves a checkpoint: when it fits, once (a batch refits its claims)."""
+    """Whether the job saves a checkpoint: only when it fits, and not in batch mode (a killed
+    run's inputs are claimed afresh and refitted)."""
     return config.checkpoint.enabled and loaded is None and config.batch is None
 
 

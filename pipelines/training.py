@@ -16,10 +16,17 @@ import numpy as np
 
 from daskgmm import GaussianMixture
 from daskgmm.atomic import remove_dead_staging
-from daskgmm.checkpoint import CHECKPOINT_FORMAT, read_fit_state, write_fit_state
+from daskgmm.checkpoint import (
+    CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    read_checkpoint,
+    read_fit_state,
+    write_checkpoint,
+    write_fit_state,
+)
 from daskgmm.config import ConfigError
 from daskgmm.guard import Guard
-from daskgmm.store import CHECKPOINT, read_attrs, read_checkpoint, write_checkpoint
+from daskgmm.store import read_attrs
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +142,10 @@ class Checkpoint:
     enabled: bool = True
     guard: Guard = field(default_factory=Guard)
 
+    def clear(self):
+        """Check with the job's guard that the checkpoint may be written; return its real path."""
+        return self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
+
     def load(self):
         """Return what this job saved: a FitState (a fit) or ``(models, state)`` (a grid).
 
@@ -148,7 +159,7 @@ class Checkpoint:
         """
         if not self.enabled:
             return None
-        self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
+        self.clear()
         try:
             saved, fingerprint = self._read()
         except Exception as error:  # zarr's or the model's own errors for a damaged folder
@@ -173,16 +184,14 @@ class Checkpoint:
     def save(self, models, state):
         """Save named models and a JSON ``state`` (a grid's progress), when enabled."""
         if self.enabled:
-            path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
-            write_checkpoint(path, models, {**state, "fingerprint": self.fingerprint})
+            write_checkpoint(self.clear(), models, {**state, "fingerprint": self.fingerprint})
 
     def save_fit(self, state):
         """A ``fit`` callback: save the fit's state every ``every`` iterations and at the end
         of every initialisation, when enabled."""
         if not self.enabled or (state.current is not None and state.current.n_iter % self.every):
             return
-        path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
-        write_fit_state(path, state, {"fingerprint": self.fingerprint})
+        write_fit_state(self.clear(), state, {"fingerprint": self.fingerprint})
 
     def remove(self):
         """Delete the checkpoint (after the job's output is committed)."""
@@ -193,7 +202,7 @@ class Checkpoint:
     def discard_partial(self):
         """Delete half-written checkpoints a killed job left (the last complete one stays)."""
         if self.enabled:
-            path = self.guard.check(self.path, "checkpoint", CHECKPOINT, replace=True)
+            path = self.clear()
             remove_dead_staging(path.parent, CHECKPOINT, path.name)
 
 
