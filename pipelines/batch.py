@@ -579,11 +579,15 @@ class BatchStore:
         """Where a model version is saved, relative to the store."""
         return f"{MODELS}/{version}.zarr"
 
-    def save_model(self, version, model, preprocessing):
-        """Save a model version to ``models/`` once (a version is the same model everywhere)."""
+    def save_model(self, version, model, preprocessing, guard):
+        """Save a model version to ``models/`` once (a version is the same model everywhere).
+
+        The path is cleared by the job's ``guard`` first, as every path a job writes.
+        """
         path = self.root / self.model_name(version)
         if path.exists():
             return
+        path = guard.check(path, "output.path", store.MODEL, within=real_path(self.root / MODELS))
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_directory(path, store.MODEL, self.staging) as staging:
             store.write_model(staging, model, {"preprocessing": preprocessing})

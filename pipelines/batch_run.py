@@ -244,7 +244,7 @@ def _batch_model(prepared, batch, inputs, channels):
     fitted = fit_or_load(prepared, *_training_pixels(stacks, prepared.config.input))
     scaling = None if fitted.scaler is None else fitted.scaler.to_attrs()
     version = model_version(fitted.model, scaling)
-    batch.save_model(version, fitted.model, scaling)
+    batch.save_model(version, fitted.model, scaling, prepared.guard)
     origin = ({"loaded_from": prepared.config.model.load} if prepared.loaded else
               {"fitted_on": [item.name for item, _ in inputs]})
     batch.record_model(version, {**origin, "model": model_summary(fitted.model)}, channels)
