@@ -10,7 +10,6 @@ does not touch an existing one; a batch job (``batch:``) keeps the inputs it fin
 
 import argparse
 import importlib
-import importlib.util
 import logging
 import sys
 import time
@@ -79,26 +78,7 @@ def logging_to_stderr(verbose=False):
 
 def pipeline_module(name):
     """The module ``daskgmm.pipelines.<name>`` (``prepare`` and ``run`` for a pipeline)."""
-    _find_checkout_pipelines()
     return importlib.import_module(f"daskgmm.pipelines.{name}")
-
-
-def _find_checkout_pipelines():
-    """Make ``daskgmm.pipelines`` importable when daskgmm is imported from a source checkout.
-
-    An install maps the top-level ``pipelines/`` folder to ``daskgmm.pipelines`` (pyproject's
-    ``package-dir``). But ``python -m`` run from the repository root puts the checkout first on
-    ``sys.path``, so ``daskgmm`` is then the checkout's folder, which has no ``pipelines`` inside;
-    the checkout's own ``pipelines/`` is loaded under that name instead.
-    """
-    if importlib.util.find_spec("daskgmm.pipelines") is not None:
-        return
-    folder = Path(__file__).resolve().parent.parent / "pipelines"
-    spec = importlib.util.spec_from_file_location(
-        "daskgmm.pipelines", folder / "__init__.py", submodule_search_locations=[str(folder)])
-    package = importlib.util.module_from_spec(spec)
-    sys.modules["daskgmm.pipelines"] = package
-    spec.loader.exec_module(package)
 
 
 def prepare(args):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from daskgmm.run import pipeline_module
+from daskgmm.pipelines.training import Checkpoint
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 DASK = str(Path(sys.executable).parent / "dask")
@@ -154,7 +154,7 @@ class Crash(Exception):
     pass
 
 
-class CrashingCheckpoint(pipeline_module("training").Checkpoint):
+class CrashingCheckpoint(Checkpoint):
     """The job's checkpoint, which dies right after its ``after``-th save."""
 
     def __init__(self, checkpoint, after):

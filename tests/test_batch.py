@@ -21,10 +21,9 @@ from PIL import Image
 
 from daskgmm import GaussianMixture
 from daskgmm.config import BatchConfig, ConfigError, JobConfig
-from daskgmm.run import main, pipeline_module
+from daskgmm.pipelines import batch, batch_inputs, segment
+from daskgmm.run import main
 
-segment, batch = pipeline_module("segment"), pipeline_module("batch")
-batch_inputs = pipeline_module("batch_inputs")
 BatchStore = batch.BatchStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -30,10 +30,8 @@ from test_batch import (
 from daskgmm import atomic
 from daskgmm.config import BatchConfig, ConfigError, JobConfig
 from daskgmm.ownership import MARKER, read_marker
-from daskgmm.run import pipeline_module
+from daskgmm.pipelines import batch, batch_inputs, segment
 
-segment, batch = pipeline_module("segment"), pipeline_module("batch")
-batch_inputs = pipeline_module("batch_inputs")
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

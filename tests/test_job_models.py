@@ -9,9 +9,9 @@ from numpy.testing import assert_array_equal
 from conftest import Crash, CrashingCheckpoint, make_blobs, write_zarr
 from daskgmm import GaussianMixture, select_model
 from daskgmm.config import JobConfig
+from daskgmm.pipelines import common, segment
 from daskgmm.run import pipeline_module
 
-common = pipeline_module("common")
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 MODEL = {"n_components": 3, "covariance_type": "full", "tol": 1e-6, "max_iter": 12, "n_init": 2,
          "random_state": 0, "split_every": 2}
@@ -68,7 +68,6 @@ def test_the_segment_job_gives_the_estimators_model(client, tmp_path, dtype, cra
            "model": MODEL, "training": {"sample": 3000},
            "output": {"path": str(tmp_path / "out"), "preview": False}}
     prepared, model = run_job(job, crash_after)
-    segment = pipeline_module("segment")
     stack = segment.as_image_stack(da.from_zarr(str(tmp_path / "images.zarr")), -1)
     _, _, X = common.training_features(prepared.config, *segment.pixel_rows(stack))
     assert_same_bits(model, GaussianMixture(**MODEL).fit(X))

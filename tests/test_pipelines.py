@@ -11,11 +11,9 @@ from numpy.testing import assert_array_equal
 from conftest import Crash, CrashingCheckpoint, make_blobs, write_zarr
 from daskgmm import GaussianMixture, store
 from daskgmm.config import ConfigError, JobConfig, ModelConfig
-from daskgmm.run import pipeline_module
+from daskgmm.pipelines import anomaly, render, segment, select, training
+from daskgmm.pipelines import fit as fit_pipeline
 
-# Through the runner's loader, which also finds the pipelines in a source checkout.
-fit_pipeline, segment = pipeline_module("fit"), pipeline_module("segment")
-render, training = pipeline_module("render"), pipeline_module("training")
 Checkpoint, Standardizer = training.Checkpoint, training.Standardizer
 fit_mixture, sample_rows = training.fit_mixture, training.sample_rows
 colour_labels, component_colours = render.colour_labels, render.component_colours
@@ -271,7 +269,6 @@ def test_non_finite_rows_are_never_flagged_by_anomaly(client, tmp_path):
     job = {"pipeline": "anomaly", "input": {"path": str(tmp_path / "rows.zarr")},
            "model": {"n_components": 3}, "anomaly": {"quantile": 0.05},
            "output": {"path": str(tmp_path / "out")}}
-    anomaly = pipeline_module("anomaly")
     summary = anomaly.run(anomaly.prepare(JobConfig.from_dict(job)))
     assert summary["non_finite_rows"] == len(NON_FINITE)
     scores, flags = read_result(tmp_path / "out", "scores"), read_result(tmp_path / "out", "flags")
@@ -293,7 +290,6 @@ def test_csv_column_mistakes_name_the_key(tmp_path):
 
 
 def test_select_resumes_after_the_models_already_fitted(client, tmp_path):
-    select = pipeline_module("select")
     write_zarr(tmp_path / "t.zarr", make_blobs(n_samples=300, n_features=2))
     job = {"pipeline": "select", "input": {"path": str(tmp_path / "t.zarr")},
            "select": {"n_components": [1, 2, 3], "covariance_types": ["full", "diag"]},
