@@ -42,7 +42,7 @@ from threadpoolctl import threadpool_limits
 
 import common
 from bench_em import WORKLOADS, initial_parameters, make_data
-from daskgmm._compat import ConvergenceWarning
+from daskgmm import ConvergenceWarning
 
 logger = logging.getLogger("bench_peers")
 

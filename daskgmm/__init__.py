@@ -13,9 +13,9 @@ _PUBLIC = {
     "GaussianMixture": "mixture",
     "select_model": "selection",
     "ModelSelection": "selection",
-    "ConvergenceWarning": "_compat",
-    "NotFittedError": "_compat",
-    "ComponentReseedWarning": "_compat",
+    "ConvergenceWarning": "sklearn_compat",
+    "NotFittedError": "sklearn_compat",
+    "ComponentReseedWarning": "sklearn_compat",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

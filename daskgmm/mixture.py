@@ -9,7 +9,7 @@ import dask.array as da
 import numpy as np
 
 from . import covariance as cov
-from ._compat import (
+from .sklearn_compat import (
     BaseEstimator,
     ComponentReseedWarning,
     ConvergenceWarning,

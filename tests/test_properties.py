@@ -22,7 +22,7 @@ from daskgmm import GaussianMixture
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore::sklearn.exceptions.ConvergenceWarning",
-    "ignore::daskgmm._compat.ComponentReseedWarning",
+    "ignore::daskgmm.sklearn_compat.ComponentReseedWarning",
 )
 
 PROPERTIES = settings(max_examples=50, deadline=None, print_blob=True,
