@@ -116,12 +116,12 @@ def _tasks_per_iteration(client, X):
 def _unpersisted_pass_tasks(n_rows, chunk_rows):
     """Tasks of the first EM pass over the same chunks computed inside the pass (not held),
     counted from the pass's graph, which is built but not run."""
-    from daskgmm.engine import _reduction_graph, dask_row_data
-    from daskgmm.kernels import em_block
+    from daskgmm.engine import dask_row_data
+    from daskgmm.graph import reduction_graph
+    from daskgmm.kernels import em_pass_block
 
     lazy = common.lazy_mixture(n_rows, N_FEATURES, N_COMPONENTS, chunk_rows)
-    top = _reduction_graph(dask_row_data(lazy, None), em_block, (None, "full"), False,
-                           SPLIT_EVERY)
+    top = reduction_graph(dask_row_data(lazy, None), em_pass_block, (None, "full"), SPLIT_EVERY)
     name = top[0].key[0]
     return sum(1 for key in top[0].dask if isinstance(key, tuple) and key[0] == name)
 
@@ -160,7 +160,7 @@ def _kernel_seconds(client, X, model):
 def _em_block_on_held_chunks(keys, density):
     from distributed import get_worker
 
-    from daskgmm.engine import single_threaded_blas
+    from daskgmm.threads import single_threaded_blas
     from daskgmm.kernels import em_block
 
     data = get_worker().data

@@ -2,7 +2,7 @@
 
 The public names are imported on first use, so a Dask worker that only runs daskgmm's chunk
 kernels (``daskgmm.kernels``, ``daskgmm.engine``) never imports the estimator, nor
-scikit-learn with it (about 130 MiB of worker memory).
+scikit-learn with it (a large share of a worker's memory; see bench/README.md).
 """
 
 import importlib
@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "GaussianMixture": "mixture",
+    "FitState": "base",
+    "EMRun": "base",
     "select_model": "selection",
     "ModelSelection": "selection",
     "ConvergenceWarning": "sklearn_compat",

@@ -13,8 +13,9 @@ import numpy as np
 import zarr
 
 from . import atomic
-from .mixture import EMRun, FitState, MixtureParams
-from .store import read_model_group, write_model_group
+from .base import EMRun, FitState
+from .mixture import MixtureParams
+from .model_format import read_model_group, write_model_group
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = "daskgmm.FitState"

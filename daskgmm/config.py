@@ -1,228 +1,50 @@
 """The job schema: one typed section per part of a job, validated up front, dotted-path errors.
 
-A job file is YAML read with a safe loader. Every section is a dataclass; :meth:`Section.from_dict`
-checks keys (unknown ones get a "did you mean" hint), types, ranges and choices, and
-:meth:`Section.to_dict` gives back plain data, so ``JobConfig.from_dict(d).to_dict() == d`` for a
-complete ``d``. Every mistake is one :class:`ConfigError` naming the dotted key and the file.
+A job file is YAML; every section is a :class:`~daskgmm.schema.Section` (see
+:mod:`daskgmm.schema` for how keys, types, ranges and choices are checked), so
+``JobConfig.from_dict(d).to_dict() == d`` for a complete ``d``, and every mistake is one
+:class:`ConfigError` naming the dotted key and the file. The ``model`` section takes the
+estimator's defaults, ranges and choices from :data:`daskgmm.options.GAUSSIAN_MIXTURE_PARAMETERS`.
 
 Only the shape of the file is checked here. Whether the named input exists, or the cluster kind
 is known, is checked by the pipeline and :mod:`daskgmm.cluster` before any work starts.
 """
 
-import dataclasses
-import difflib
-import math
-import reprlib
-import types
-import typing
-from collections.abc import Hashable, Mapping
-from dataclasses import MISSING, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from .guard import is_url
 from .options import (
     COVARIANCE_TYPES,
     CRITERIA,
+    GAUSSIAN_MIXTURE_PARAMETERS,
     GENERATORS,
     IDENTITIES,
-    INIT_METHODS,
     INPUT_FORMATS,
     PIPELINES,
 )
+from .schema import (  # noqa: F401  (apply_override, parse_yaml: part of this module's API)
+    ConfigError,
+    Section,
+    apply_override,
+    join_key,
+    load_section,
+    option,
+    parse_yaml,
+    shown,
+)
 
 
-class ConfigError(ValueError):
-    """A mistake in a job configuration, naming the dotted key and (once known) the file.
+def estimator_option(name, **changes):
+    """Declare a ``model`` key as the estimator's parameter ``name``: its default and range.
 
-    Parameters
-    ----------
-    message : str
-        What is wrong and what was expected.
-    key : str, default=''
-        The dotted path of the offending key, e.g. ``'model.n_components'``.
-    file : str, optional
-        The configuration file the key came from.
+    ``changes`` replace what the parameter table says (``default=``, ``low=``, ...).
     """
-
-    def __init__(self, message, key="", file=None):
-        self.message = message
-        self.key = key
-        self.file = file
-        super().__init__(message)
-
-    def __str__(self):
-        parts = [part for part in (self.file, self.key) if part]
-        return ": ".join(parts + [self.message])
-
-    def in_file(self, file):
-        """Return this error attributed to ``file`` (keeps a file already named)."""
-        return ConfigError(self.message, self.key, self.file or str(file))
-
-
-def option(default=MISSING, *, choices=None, low=None, high=None, low_open=False):
-    """Declare a config field: its default (none means required), allowed choices and range."""
-    metadata = {"choices": choices, "low": low, "high": high, "low_open": low_open}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    if isinstance(default, type) and issubclass(default, Section):
-        return field(default_factory=default, metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring = 2, 6, 6, 200
-
-
-def _shown(value):
-    """``repr(value)``, shortened: YAML values can nest deeply, or be huge through aliases."""
-    return _SHORT.repr(value)
-
-
-def _join(prefix, name):
-    return f"{prefix}.{name}" if prefix else str(name)
-
-
-def _type_name(hint):
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arg) for arg in typing.get_args(hint))
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(hint)[0])}"
-    if hint is type(None):
-        return "null"
-    if isinstance(hint, type) and issubclass(hint, Section):
-        return "a mapping"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _type_error(hint, value, key):
-    return ConfigError(f"expected {_type_name(hint)}, got {_shown(value)} "
-                       f"({type(value).__name__})", key)
-
-
-def _scalar(value, hint, key):
-    """Check a YAML scalar against int, float, bool or str (a float must be finite)."""
-    if hint is float and isinstance(value, str):
-        # YAML 1.1 reads 1e-3 (no dot) as a string; accept what float() accepts.
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-        type(None): value is None,
-    }[hint]
-    if not ok:
-        raise _type_error(hint, value, key)
-    if hint is not float:
-        return value
-    try:
-        number = float(value)
-    except OverflowError:
-        raise ConfigError(f"too large for a float: {_shown(value)}", key) from None
-    if not math.isfinite(number):
-        raise ConfigError(f"must be a finite number, got {_shown(value)}", key)
-    return number
-
-
-def _convert(value, hint, key):
-    """Return ``value`` checked (and nested sections built) against the type ``hint``."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        members = typing.get_args(hint)
-        if value is None and type(None) in members:
-            return None
-        for member in members:
-            try:
-                return _convert(value, member, key)
-            except ConfigError as error:
-                if error.key != key:  # a mistake inside a nested value: report that one
-                    raise
-        raise _type_error(hint, value, key)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"expected {_type_name(hint)}, got {_shown(value)}", key)
-        (item_hint,) = typing.get_args(hint)
-        return [_convert(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value)]
-    if isinstance(hint, type) and issubclass(hint, Section):
-        return hint.from_dict(value, key)
-    return _scalar(value, hint, key)
-
-
-def _check_value(value, metadata, key):
-    """Check choices and range of a scalar, or of each item of a list."""
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            _check_value(item, metadata, f"{key}[{i}]")
-        return
-    if value is None or isinstance(value, (bool, Section)):
-        return
-    choices, low, high = metadata.get("choices"), metadata.get("low"), metadata.get("high")
-    if choices is not None and value not in choices:
-        hint = difflib.get_close_matches(str(value), choices, n=1)
-        suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-        raise ConfigError(f"{_shown(value)} is not one of {', '.join(map(repr, choices))}"
-                          f"{suggestion}", key)
-    if low is not None and not (value > low if metadata.get("low_open") else value >= low):
-        relation = ">" if metadata.get("low_open") else ">="
-        raise ConfigError(f"must be {relation} {low}, got {_shown(value)}", key)
-    if high is not None and not value <= high:
-        raise ConfigError(f"must be <= {high}, got {_shown(value)}", key)
-
-
-def _plain(value):
-    if isinstance(value, Section):
-        return value.to_dict()
-    if isinstance(value, list):
-        return [_plain(item) for item in value]
-    return value
-
-
-class Section:
-    """Base of the config sections: building from, and turning back into, plain data."""
-
-    @classmethod
-    def from_dict(cls, data, key=""):
-        """Build the section from a mapping, checking every key; ``key`` is its dotted path."""
-        if data is None:
-            data = {}
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"expected a mapping of keys, got {_shown(data)}", key)
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        for name in data:
-            if name not in fields:
-                raise _unknown_key(name, fields, key)
-        hints = typing.get_type_hints(cls)
-        values = {}
-        for name, spec in fields.items():
-            field_key = _join(key, name)
-            if name in data:
-                values[name] = _convert(data[name], hints[name], field_key)
-                _check_value(values[name], spec.metadata, field_key)
-            elif spec.default is MISSING and spec.default_factory is MISSING:
-                raise ConfigError("missing required key", field_key)
-        section = cls(**values)
-        section.check(key)
-        return section
-
-    def to_dict(self):
-        """Return the section as plain data (dicts, lists and scalars)."""
-        return {spec.name: _plain(getattr(self, spec.name)) for spec in dataclasses.fields(self)}
-
-    def check(self, key):
-        """Check rules that involve more than one key of the section (none by default)."""
-
-
-def _unknown_key(name, fields, key):
-    valid = sorted(fields)
-    hint = difflib.get_close_matches(str(name), valid, n=1)
-    suggestion = f"did you mean {hint[0]!r}? " if hint else ""
-    return ConfigError(f"unknown key; {suggestion}valid keys here: {', '.join(valid)}",
-                       _join(key, name))
+    parameter = GAUSSIAN_MIXTURE_PARAMETERS[name]
+    declared = {"default": parameter.default, "choices": parameter.choices, "low": parameter.low}
+    declared.update(changes)
+    return option(declared.pop("default"), **declared)
 
 
 @dataclass
@@ -250,19 +72,33 @@ class InputConfig(Section):
 
 @dataclass
 class ModelConfig(Section):
-    """The GaussianMixture to fit, or ``load``: a saved model to apply instead of fitting."""
+    """The GaussianMixture to fit, or ``load``: a saved model to apply instead of fitting.
+
+    The keys other than ``load`` are the estimator's parameters of the same names, with its
+    defaults, but for two: ``n_components`` has none (a job names it, or loads a model) and
+    ``random_state`` is 0, so that a job gives the same model on every run.
+    """
 
     load: str | None = None
-    n_components: int | None = option(None, low=1)
-    covariance_type: str = option("full", choices=COVARIANCE_TYPES)
-    tol: float = option(1e-3, low=0.0)
-    reg_covar: float = option(1e-6, low=0.0)
-    max_iter: int = option(100, low=0)
-    n_init: int = option(1, low=1)
-    init_params: str = option("kmeans", choices=INIT_METHODS)
+    n_components: int | None = estimator_option("n_components", default=None)
+    covariance_type: str = estimator_option("covariance_type")
+    tol: float = estimator_option("tol")
+    reg_covar: float = estimator_option("reg_covar")
+    max_iter: int = estimator_option("max_iter")
+    n_init: int = estimator_option("n_init")
+    init_params: str = estimator_option("init_params")
     random_state: int = option(0, low=0, high=2**32 - 1)
-    persist: bool = False
-    split_every: int = option(8, low=2)
+    persist: bool = estimator_option("persist")
+    split_every: int = estimator_option("split_every")
+
+    def estimator_params(self):
+        """The keyword arguments of the GaussianMixture this section describes.
+
+        ``load`` is the job's, and so is ``persist``: the job persists the rows once, before
+        fitting, and the model does not record it among its parameters.
+        """
+        return {name: value for name, value in self.to_dict().items()
+                if name not in ("load", "persist")}
 
 
 @dataclass
@@ -285,15 +121,15 @@ class OutputConfig(Section):
     preview_channels: list[int] | None = None
 
     def check(self, key):
-        if "://" in self.path:
+        if is_url(self.path):
             raise ConfigError("must be a local path (outputs are committed by an atomic rename); "
-                              f"got {_shown(self.path)}", f"{key}.path")
+                              f"got {shown(self.path)}", f"{key}.path")
         if Path(self.path).name in ("", ".."):  # the job would replace a parent folder
-            raise ConfigError(f"must name the output folder itself, got {_shown(self.path)}",
+            raise ConfigError(f"must name the output folder itself, got {shown(self.path)}",
                               f"{key}.path")
         if self.preview_channels is not None and len(self.preview_channels) not in (1, 3):
             raise ConfigError("must list 1 (grey) or 3 (red, green, blue) channel indices, got "
-                              f"{_shown(self.preview_channels)}", f"{key}.preview_channels")
+                              f"{shown(self.preview_channels)}", f"{key}.preview_channels")
 
 
 @dataclass
@@ -374,13 +210,13 @@ class ClusterConfig(Section):
     def check(self, key):
         if self.adaptive and self.n_workers is not None:
             raise ConfigError("set either n_workers (a fixed size) or minimum/maximum "
-                              "(adaptive scaling), not both", _join(key, "n_workers"))
+                              "(adaptive scaling), not both", join_key(key, "n_workers"))
         if self.minimum is not None and self.maximum is None:
             raise ConfigError("missing required key (adaptive scaling from cluster.minimum "
-                              "needs an upper bound)", _join(key, "maximum"))
+                              "needs an upper bound)", join_key(key, "maximum"))
         if self.adaptive and (self.minimum or 0) > self.maximum:
             raise ConfigError(f"must be <= cluster.maximum ({self.maximum}), got "
-                              f"{self.minimum}", _join(key, "minimum"))
+                              f"{self.minimum}", join_key(key, "minimum"))
 
 
 @dataclass
@@ -397,7 +233,7 @@ class SelectConfig(Section):
             if not values:
                 raise ConfigError("must list at least one value", f"{key}.{name}")
             if len(set(values)) != len(values):
-                raise ConfigError(f"lists a value twice: {_shown(values)}", f"{key}.{name}")
+                raise ConfigError(f"lists a value twice: {shown(values)}", f"{key}.{name}")
 
 
 @dataclass
@@ -479,60 +315,6 @@ class JobConfig(Section):
         return output.with_name(output.name + ".checkpoint")
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping.
-
-    Merge keys (``<<: *defaults``) are left to PyYAML, whose keys they may override; so are
-    unhashable keys, which it reports.
-    """
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=deep)
-            if not isinstance(key, Hashable):
-                break
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {_shown(key)} appears twice", key_node.start_mark)
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
-
-
-def parse_yaml(text, key=""):
-    """Parse YAML text with the safe loader; a syntax error becomes a :class:`ConfigError`."""
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"not valid YAML: {' '.join(str(error).split())}", key) from None
-    except RecursionError:
-        raise ConfigError("not valid YAML: nested too deeply", key) from None
-    except ValueError as error:  # a scalar PyYAML cannot build: a date out of range, a huge int
-        raise ConfigError(f"not valid YAML: {error}", key) from None
-
-
-def apply_override(data, assignment):
-    """Set one ``dotted.key=value`` (value parsed as a YAML scalar) in nested dicts, in place."""
-    key, sep, text = assignment.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}", "--set")
-    value = parse_yaml(text, key) if text.strip() else None
-    node = data
-    parts = key.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"cannot set {key}: it is {_shown(child)}, not a section",
-                              ".".join(parts[: depth + 1]))
-        node = child
-    node[parts[-1]] = value
-
-
 def load_config(path, overrides=()):
     """Read, override and validate a job file.
 
@@ -552,21 +334,4 @@ def load_config(path, overrides=()):
     ConfigError
         For any mistake, naming the dotted key and the file.
     """
-    try:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ConfigError(f"cannot read the job file: {error.strerror}") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(f"the job file is not UTF-8 text ({error.reason} at byte "
-                              f"{error.start})") from None
-        data = parse_yaml(text)
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"expected a mapping of sections at the top, got {_shown(data)}")
-        for assignment in overrides:
-            apply_override(data, assignment)
-        return JobConfig.from_dict(data)
-    except ConfigError as error:
-        raise error.in_file(path) from None
+    return load_section(JobConfig, path, overrides)

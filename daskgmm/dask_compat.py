@@ -1,9 +1,10 @@
 """Dask's private API, in one place: task specs for building graphs, and the active client.
 
-The engine builds a pass's graph from ``dask._task_spec`` nodes (no public API builds a graph of
-this shape) and asks the current scheduler for its distributed client. Both are private to dask
-and may change in any release: everything daskgmm relies on is named here, and
-``tests/test_dask_compat.py`` pins the behaviour relied on, so a change in dask fails there first.
+:mod:`daskgmm.graph` builds a pass's graph from ``dask._task_spec`` nodes (no public API builds
+a graph of this shape), and the engine asks the current scheduler for its distributed client.
+Both are private to dask and may change in any release: everything daskgmm relies on is named
+here, and ``tests/test_dask_compat.py`` pins the behaviour relied on, so a change in dask fails
+there first.
 """
 
 import dask

@@ -18,7 +18,7 @@ import itertools
 import os
 from pathlib import Path
 
-from .config import ConfigError
+from .schema import ConfigError
 from .ownership import foreign_entries, remove_owned
 
 # Foreign entries named in a refusal; the rest are counted.

@@ -12,13 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .engine import map_reduce, take_rows
-from .kernels import (
-    as_float_block,
-    count_nonfinite_rows,
-    merge_lowest,
-    raise_if_nonfinite,
-    responsibility_block,
-)
+from .kernels import as_float_block, count_nonfinite_rows, raise_if_nonfinite, responsibility_block
+from .lowest import lowest, merge_lowest
 
 _PARALLEL_ROUNDS = 5
 _LLOYD_MAX_ITER = 300
@@ -89,7 +84,7 @@ def _sample_block(block, weights, position, seed, centers, keep):
     exponentials = _block_rng(seed, position).standard_exponential(len(block))
     with np.errstate(divide="ignore"):
         keys = np.where(mass > 0, exponentials / np.where(mass > 0, mass, 1.0), np.inf)
-    chosen = _smallest(keys, keep)
+    chosen = lowest(keys, keep)
     chosen = chosen[np.isfinite(keys[chosen])]
     return RowSample(keys[chosen], position.start + chosen, block[chosen], keep,
                      count_nonfinite_rows(block))
@@ -99,7 +94,7 @@ def sample_rows(source, keep, rng, centers=None):
     """Draw ``keep`` distinct rows, with probability proportional to ``w`` (times ``d^2`` to the
     nearest of ``centers`` when given). Returns ``(row_indices, points)``."""
     seed = int(rng.integers(2**63))
-    sample = map_reduce(source, _sample_block, seed, centers, keep, pass_position=True)
+    sample = map_reduce(source, _sample_block, seed, centers, keep)
     raise_if_nonfinite(sample.n_nonfinite)
     return sample.rows, sample.points
 
@@ -111,7 +106,7 @@ def _label_sums(points, labels, weights, n_centers):
     return np.column_stack(columns)
 
 
-def _nearest_block(block, weights, centers):
+def _nearest_block(block, weights, position, centers):
     block = as_float_block(block).astype(np.float64, copy=False)
     mass = _row_weights_or_ones(weights, len(block))
     distances = _squared_distances(block, centers)
@@ -121,15 +116,6 @@ def _nearest_block(block, weights, centers):
     sums = _label_sums(block, labels, mass, n_centers)
     inertia = float(np.dot(mass, distances[np.arange(len(block)), labels]))
     return ClusterSums(counts, sums, inertia)
-
-
-def _smallest(values, count):
-    """Return the indices of the ``count`` smallest values, in increasing order."""
-    if count < len(values):
-        candidates = np.argpartition(values, count - 1)[:count]
-    else:
-        candidates = np.arange(len(values))
-    return candidates[np.argsort(values[candidates], kind="stable")]
 
 
 def _weighted_kmeans_plusplus(points, weights, n_clusters, rng):
@@ -366,4 +352,4 @@ def initial_stats(source, n_components, init_params, covariance_type, random_sta
     responsibilities = initial_responsibilities(source, n_components, init_params, random_state)
     reference = _reference_point(source, responsibilities)
     return map_reduce(source, _responsibility_block, responsibilities, reference,
-                      covariance_type, pass_position=True, split_every=split_every)
+                      covariance_type, split_every=split_every)

@@ -1,45 +1,35 @@
-"""The GaussianMixture estimator: scikit-learn's contract, EM as one fused pass per iteration."""
+"""The GaussianMixture estimator: its parameters, and the Gaussian pieces of the EM template.
 
-import logging
-import time
+The loop (restarts, convergence, resume, inference) is :class:`daskgmm.base.BaseMixture`'s;
+this module says what a Gaussian mixture's parameters are, how they become the E-step kernel's
+coefficients, and how the sufficient statistics become the next parameters (the M-step, with
+re-seeding of components that lost their weight).
+"""
+
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import dask.array as da
 import numpy as np
 
 from . import covariance as cov
-from .sklearn_compat import (
-    BaseEstimator,
-    ComponentReseedWarning,
-    ConvergenceWarning,
-    DensityMixin,
-    NotFittedError,
-)
-from .engine import DEFAULT_SPLIT_EVERY, map_reduce, map_rows, single_threaded_blas
+from .base import BaseMixture, EMRun, FitState
 from .init import initial_stats
-from .kernels import (
-    em_block,
-    label_block,
-    make_log_density,
-    proba_block,
-    raise_if_nonfinite,
-    score_block,
-)
+from .kernels import make_log_density, raise_if_nonfinite
+from .options import GAUSSIAN_MIXTURE_PARAMETERS, defaults
+from .sklearn_compat import ComponentReseedWarning
 from .validation import (
-    check_estimator_params,
+    as_random_state,
     check_means_init,
     check_precisions_init,
-    check_sample_weight,
     check_weights_init,
-    check_X,
-    row_data,
 )
 
-logger = logging.getLogger("daskgmm")
+# EMRun and FitState are the loop's, and public here too, where a GaussianMixture's fit is.
+__all__ = ["EMRun", "FitState", "GaussianMixture", "MixtureParams"]
 
 # A component whose weighted count falls below this many average rows is re-seeded.
 _STARVED_ROWS = 1e-3
+_DEFAULT = defaults(GAUSSIAN_MIXTURE_PARAMETERS)
 
 
 @dataclass
@@ -56,27 +46,7 @@ class MixtureParams:
         return (self.weights @ self.means) / self.weights.sum()
 
 
-def as_random_state(random_state):
-    """Return the ``numpy.random.RandomState`` scikit-learn would draw from for ``random_state``.
-
-    None is NumPy's global RandomState, an int seeds a new one, a RandomState is used as is and
-    a Generator seeds a new RandomState from its stream.
-    """
-    if random_state is None:
-        return np.random.mtrand._rand
-    if isinstance(random_state, np.random.RandomState):
-        return random_state
-    if isinstance(random_state, np.random.Generator):
-        return np.random.RandomState(random_state.integers(0, 2**32 - 1, size=4))
-    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
-        return np.random.RandomState(random_state)
-    raise ValueError(
-        "random_state must be None, an int, a numpy RandomState or Generator; "
-        f"got {random_state!r}."
-    )
-
-
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(BaseMixture):
     """Gaussian mixture fitted by EM, on NumPy, Dask or Zarr arrays of any size.
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture`: from the same initial parameters it
@@ -164,26 +134,28 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     [1.0, 10.0]
     """
 
+    _parameter_table = GAUSSIAN_MIXTURE_PARAMETERS
+
     def __init__(
         self,
-        n_components=1,
+        n_components=_DEFAULT["n_components"],
         *,
-        covariance_type="full",
-        tol=1e-3,
-        reg_covar=1e-6,
-        max_iter=100,
-        n_init=1,
-        init_params="kmeans",
-        weights_init=None,
-        means_init=None,
-        precisions_init=None,
-        random_state=None,
-        warm_start=False,
-        verbose=0,
-        verbose_interval=10,
-        persist=False,
-        split_every=DEFAULT_SPLIT_EVERY,
-        block_rows=None,
+        covariance_type=_DEFAULT["covariance_type"],
+        tol=_DEFAULT["tol"],
+        reg_covar=_DEFAULT["reg_covar"],
+        max_iter=_DEFAULT["max_iter"],
+        n_init=_DEFAULT["n_init"],
+        init_params=_DEFAULT["init_params"],
+        weights_init=_DEFAULT["weights_init"],
+        means_init=_DEFAULT["means_init"],
+        precisions_init=_DEFAULT["precisions_init"],
+        random_state=_DEFAULT["random_state"],
+        warm_start=_DEFAULT["warm_start"],
+        verbose=_DEFAULT["verbose"],
+        verbose_interval=_DEFAULT["verbose_interval"],
+        persist=_DEFAULT["persist"],
+        split_every=_DEFAULT["split_every"],
+        block_rows=_DEFAULT["block_rows"],
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -203,125 +175,47 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.split_every = split_every
         self.block_rows = block_rows
 
-    # ------------------------------------------------------------------ fitting
+    # ------------------------------------------------------------------ the EM template's pieces
 
-    def fit(self, X, y=None, sample_weight=None, *, callback=None, resume=None):
-        """Estimate the model parameters with the EM algorithm.
-
-        Parameters
-        ----------
-        X : array-like, dask.array.Array, zarr.Array or str of shape (n_samples, n_features)
-            Training data; a string is a Zarr store path or URL. Dask and Zarr data are
-            streamed chunk by chunk and never gathered.
-        y : Ignored
-        sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
-            Non-negative weights of the rows: a weight of 2 counts a row twice. Weights all
-            below the smallest normal number of X's float dtype are first multiplied by a
-            power of two (exactly, keeping their ratios), so that they can be computed with.
-
-        callback : callable, optional
-            Called as ``callback(state)`` with a :class:`FitState` after every EM iteration and
-            at the end of every initialisation: a place to watch a fit, or save its state. An
-            exception raised there stops the fit.
-        resume : FitState, optional
-            A state a callback was given: the fit continues from it and ends at the model the
-            uninterrupted fit reaches, to the last bit (same X, weights and parameters).
-
-        Returns
-        -------
-        self : GaussianMixture
-        """
-        check_estimator_params(self)
-        # A warm start continues from the fitted parameters, so X must have their features.
-        n_features = self.n_features_in_ if self._warm_starts() else None
-        X = check_X(X, n_components=self.n_components, n_features=n_features)
-        weights = check_sample_weight(sample_weight, X)
-        if self.persist and isinstance(X, da.Array):
-            X, weights = _persisted(X, weights)
-        source = row_data(X, weights, self.block_rows)
-        self._fit_source(source, callback or _ignore, resume)
-        return self
-
-    def fit_predict(self, X, y=None, sample_weight=None):
-        """Fit the model to X and return the most probable component of every row.
-
-        Returns
-        -------
-        labels : ndarray or dask.array.Array of shape (n_samples,)
-        """
-        self.fit(X, sample_weight=sample_weight)
-        return self.predict(X)
-
-    def _warm_starts(self):
-        """Whether the next ``fit`` starts from the fitted parameters."""
-        return self.warm_start and hasattr(self, "converged_")
-
-    def _fit_source(self, source, callback, resume=None):
-        """The EM loop: ``n_init`` initialisations, each iterated to convergence, the best kept."""
-        self._check_initial_parameters(source.n_features)
-        do_init = not self._warm_starts()
-        n_init = self.n_init if do_init else 1
-        random_state = as_random_state(self.random_state)
-        self._dtype = source.dtype
-        state = resume or FitState(init=0)
-        if state.random_state is not None:  # resumed: later draws continue from there
-            random_state.set_state(state.random_state)
-        # One BLAS thread for the client's small M-step algebra too (see single_threaded_blas).
-        with single_threaded_blas():
-            for init in range(state.init, n_init):
-                state.init = init
-                if state.current is None:
-                    self._print_verbose_init_start(init)
-                    state.current = self._initial_run(source, random_state, do_init)
-                    state.random_state = random_state.get_state()
-                self._run_em(source, state, callback)
-                # As in scikit-learn: without iterations the last initialisation is kept.
-                run = state.current
-                if state.best is None or self.max_iter == 0 or \
-                        run.lower_bound > state.best.lower_bound:
-                    state.best = run
-                state.init, state.current = init + 1, None
-                callback(state)
-        self._set_fitted(state.best, source.n_features)
-        if not self.converged_ and self.max_iter > 0:
-            warnings.warn(
-                "Best performing initialization did not converge. Try different init "
-                "parameters, or increase max_iter, tol, or check for degenerate data.",
-                ConvergenceWarning,
+    def _check_initial_parameters(self, n_features):
+        if self.weights_init is not None:
+            self.weights_init = check_weights_init(self.weights_init, self.n_components)
+        if self.means_init is not None:
+            self.means_init = check_means_init(self.means_init, self.n_components, n_features)
+        if self.precisions_init is not None:
+            self.precisions_init = check_precisions_init(
+                self.precisions_init, self.covariance_type, self.n_components, n_features
             )
 
-    def _initial_run(self, source, random_state, do_init):
-        """A run at its start: drawn parameters, or the fitted ones for a warm start."""
-        if do_init:
-            return EMRun(self._initial_parameters(source, random_state))
-        return EMRun(self._params(), start_bound=self.lower_bound_)
+    def _initial_parameters(self, source, random_state):
+        """Initial parameters from ``*_init`` arguments, or from one statistics pass."""
+        weights, means, precisions = self.weights_init, self.means_init, self.precisions_init
+        covariances = None
+        if weights is None or means is None or precisions is None:
+            stats = initial_stats(source, self.n_components, self.init_params,
+                                  self.covariance_type, random_state, self.split_every)
+            raise_if_nonfinite(stats.n_nonfinite)
+            padded_counts, fitted_means, covariances = cov.estimate_gaussian_parameters(
+                stats, self.reg_covar, self.covariance_type, cov.count_padding(source.dtype)
+            )
+            weights = padded_counts / stats.total_weight if weights is None else weights
+            means = fitted_means if means is None else means
+        weights = np.asarray(weights, dtype=np.float64)
+        means = np.asarray(means, dtype=np.float64)
+        if precisions is None:
+            precisions_cholesky = cov.precisions_cholesky_from_covariances(
+                covariances, self.covariance_type
+            )
+        else:
+            precisions_cholesky = cov.precisions_cholesky_from_precisions(
+                np.asarray(precisions, dtype=np.float64), self.covariance_type
+            )
+            covariances = cov.covariances_from_cholesky(precisions_cholesky, self.covariance_type)
+        return MixtureParams(weights, means, covariances, precisions_cholesky)
 
-    def _run_em(self, source, state, callback):
-        """Iterate ``state.current`` until it converges or reaches ``max_iter``."""
-        run = state.current
-        started = time.perf_counter()
-        while run.n_iter < self.max_iter and not run.converged:
-            iteration_start = time.perf_counter()
-            previous = run.lower_bounds[-1] if run.lower_bounds else run.start_bound
-            stats = self._em_pass(source, run.params)
-            run.params, reseeded = self._m_step(stats, source)
-            run.n_reseeded += reseeded
-            run.lower_bounds.append(stats.log_likelihood / stats.total_weight)
-            change = run.lower_bound - previous
-            run.converged = abs(change) < self.tol
-            callback(state)
-            self._log_iteration(run.n_iter, run.lower_bound, change,
-                                time.perf_counter() - iteration_start)
-        self._print_verbose_init_end(run.lower_bound, run.converged,
-                                     time.perf_counter() - started)
-
-    def _em_pass(self, source, params):
-        density = make_log_density(params.weights, params.means, params.precisions_cholesky,
-                                   self.covariance_type, params.reference(), source.dtype)
-        stats = map_reduce(source, em_block, density, self.covariance_type,
-                           split_every=self.split_every)
-        raise_if_nonfinite(stats.n_nonfinite)
-        return stats
+    def _log_density_of(self, params, dtype):
+        return make_log_density(params.weights, params.means, params.precisions_cholesky,
+                                self.covariance_type, params.reference(), dtype)
 
     def _m_step(self, stats, source):
         padded_counts, means, covariances = cov.estimate_gaussian_parameters(
@@ -354,60 +248,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         weights[indices] = np.maximum(weights[indices], 1.0 / len(weights) ** 2)
         return weights / weights.sum(), means, covariances
 
-    def _initial_parameters(self, source, random_state):
-        """Initial parameters from ``*_init`` arguments, or from one statistics pass."""
-        weights, means, precisions = self.weights_init, self.means_init, self.precisions_init
-        covariances = None
-        if weights is None or means is None or precisions is None:
-            stats = initial_stats(source, self.n_components, self.init_params,
-                                  self.covariance_type, random_state, self.split_every)
-            raise_if_nonfinite(stats.n_nonfinite)
-            padded_counts, fitted_means, covariances = cov.estimate_gaussian_parameters(
-                stats, self.reg_covar, self.covariance_type, cov.count_padding(source.dtype)
-            )
-            weights = padded_counts / stats.total_weight if weights is None else weights
-            means = fitted_means if means is None else means
-        weights = np.asarray(weights, dtype=np.float64)
-        means = np.asarray(means, dtype=np.float64)
-        if precisions is None:
-            precisions_cholesky = cov.precisions_cholesky_from_covariances(
-                covariances, self.covariance_type
-            )
-        else:
-            precisions_cholesky = cov.precisions_cholesky_from_precisions(
-                np.asarray(precisions, dtype=np.float64), self.covariance_type
-            )
-            covariances = cov.covariances_from_cholesky(precisions_cholesky, self.covariance_type)
-        return MixtureParams(weights, means, covariances, precisions_cholesky)
+    def _compute_lower_bound(self, stats, params):
+        """The mean (sample-weighted) log-likelihood of the E-step that gave ``stats``."""
+        return stats.log_likelihood / stats.total_weight
 
-    def _check_initial_parameters(self, n_features):
-        if self.weights_init is not None:
-            self.weights_init = check_weights_init(self.weights_init, self.n_components)
-        if self.means_init is not None:
-            self.means_init = check_means_init(self.means_init, self.n_components, n_features)
-        if self.precisions_init is not None:
-            self.precisions_init = check_precisions_init(
-                self.precisions_init, self.covariance_type, self.n_components, n_features
-            )
-
-    def _set_fitted(self, run, n_features):
-        dtype = self._dtype
-        params = run.params
-        self.weights_ = params.weights.astype(dtype)
-        self.means_ = params.means.astype(dtype)
-        self.covariances_ = np.asarray(params.covariances).astype(dtype)
-        self.precisions_cholesky_ = params.precisions_cholesky.astype(dtype)
-        self.precisions_ = cov.precisions_from_cholesky(
-            params.precisions_cholesky, self.covariance_type
-        ).astype(dtype)
-        self.converged_ = run.converged
-        self.n_iter_ = run.n_iter
-        self.lower_bound_ = float(run.lower_bound)
-        self.lower_bounds_ = [float(bound) for bound in run.lower_bounds]
-        self.n_features_in_ = n_features
-        self.n_reseeded_ = run.n_reseeded
-
-    def _params(self):
+    def _get_parameters(self):
         return MixtureParams(
             self.weights_.astype(np.float64),
             self.means_.astype(np.float64),
@@ -415,66 +260,16 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.precisions_cholesky_.astype(np.float64),
         )
 
-    # ------------------------------------------------------------------ inference
+    def _set_parameters(self, params, dtype):
+        self.weights_ = params.weights.astype(dtype)
+        self.means_ = params.means.astype(dtype)
+        self.covariances_ = np.asarray(params.covariances).astype(dtype)
+        self.precisions_cholesky_ = params.precisions_cholesky.astype(dtype)
+        self.precisions_ = cov.precisions_from_cholesky(
+            params.precisions_cholesky, self.covariance_type
+        ).astype(dtype)
 
-    def _check_fitted(self):
-        if not hasattr(self, "means_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
-    def _inference_source(self, X):
-        self._check_fitted()
-        X = check_X(X, n_features=self.n_features_in_)
-        return row_data(X, None, self.block_rows)
-
-    def _log_density(self, source):
-        params = self._params()
-        return make_log_density(params.weights, params.means, params.precisions_cholesky,
-                                self.covariance_type, params.reference(), source.dtype)
-
-    def score_samples(self, X):
-        """Return the log-likelihood of every row under the model.
-
-        Returns
-        -------
-        log_prob : ndarray or dask.array.Array of shape (n_samples,)
-            Lazy (same row chunks) for Dask input.
-        """
-        source = self._inference_source(X)
-        return map_rows(source, score_block, self._log_density(source))
-
-    def score(self, X, y=None):
-        """Return the mean log-likelihood of the rows of X (computed, also for Dask input)."""
-        return self._mean_log_likelihood(X)[0]
-
-    def _mean_log_likelihood(self, X):
-        """Return the mean log-likelihood of X's rows and their number."""
-        log_prob = self.score_samples(X)
-        mean = log_prob.mean()
-        return float(mean.compute() if isinstance(mean, da.Array) else mean), log_prob.shape[0]
-
-    def predict(self, X):
-        """Return the most probable component of every row.
-
-        Returns
-        -------
-        labels : ndarray or dask.array.Array of shape (n_samples,)
-        """
-        source = self._inference_source(X)
-        return map_rows(source, label_block, self._log_density(source), dtype=np.int64)
-
-    def predict_proba(self, X):
-        """Return every row's posterior probability of each component.
-
-        Returns
-        -------
-        resp : ndarray or dask.array.Array of shape (n_samples, n_components)
-        """
-        source = self._inference_source(X)
-        return map_rows(source, proba_block, self._log_density(source),
-                        n_columns=self.n_components)
+    # ------------------------------------------------------------------ criteria, sampling
 
     def bic(self, X):
         """Bayesian information criterion of the model on X (lower is better)."""
@@ -526,7 +321,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     def save(self, path, overwrite=False):
         """Write the fitted model to a Zarr group at ``path`` (atomically; see ``load``)."""
-        from .store import save_model
+        from .model_format import save_model
 
         self._check_fitted()
         save_model(self, path, overwrite=overwrite)
@@ -534,100 +329,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     @classmethod
     def load(cls, path):
         """Read a model written by :meth:`save`."""
-        from .store import load_model
+        from .model_format import load_model
 
         return load_model(path, cls)
-
-    # ------------------------------------------------------------------ reporting
-
-    def _log_iteration(self, n_iter, lower_bound, change, seconds):
-        logger.info("iteration %d lower bound %.10g change %.3g (%.3fs)",
-                    n_iter, lower_bound, change, seconds)
-        if self.verbose and n_iter % self.verbose_interval == 0:
-            if self.verbose == 1:
-                print(f"  Iteration {n_iter}")
-            else:
-                print(f"  Iteration {n_iter}\t time lapse {seconds:.5f}s\t ll change {change:.5f}")
-
-    def _print_verbose_init_start(self, init):
-        if self.verbose:
-            print(f"Initialization {init}")
-
-    def _print_verbose_init_end(self, lower_bound, converged, seconds):
-        message = "converged" if converged else "did not converge"
-        logger.info("initialization %s, lower bound %.10g (%.3fs)", message, lower_bound, seconds)
-        if self.verbose == 1:
-            print(f"Initialization {message}.")
-        elif self.verbose >= 2:
-            print(f"Initialization {message}. time lapse {seconds:.5f}s\t lower bound "
-                  f"{lower_bound:.5f}.")
-
-
-@dataclass
-class EMRun:
-    """One initialisation's EM iterations: its parameters now and its lower bounds so far.
-
-    Attributes
-    ----------
-    params : MixtureParams
-    lower_bounds : list of float
-        One per iteration run.
-    converged : bool
-    n_reseeded : int
-        Components re-seeded so far.
-    start_bound : float
-        The lower bound the first iteration's change is measured from (-inf, or a warm
-        start's).
-    """
-
-    params: MixtureParams
-    lower_bounds: list = field(default_factory=list)
-    converged: bool = False
-    n_reseeded: int = 0
-    start_bound: float = -np.inf
-
-    @property
-    def n_iter(self):
-        """Iterations run so far."""
-        return len(self.lower_bounds)
-
-    @property
-    def lower_bound(self):
-        """The last iteration's lower bound (-inf before the first)."""
-        return self.lower_bounds[-1] if self.lower_bounds else -np.inf
-
-
-@dataclass
-class FitState:
-    """Where a fit stands: enough to watch it, save it and resume it to the same model.
-
-    Given to ``fit``'s callback after every EM iteration and at the end of every
-    initialisation; ``fit(X, resume=state)`` continues from it.
-
-    Attributes
-    ----------
-    init : int
-        The initialisation running (from 0); ``n_init`` once all have finished.
-    current : EMRun or None
-        The running initialisation; None between two.
-    best : EMRun or None
-        The best finished initialisation so far.
-    random_state : tuple or None
-        ``RandomState.get_state()`` after the running initialisation was drawn, so that the
-        later ones draw what they would have drawn.
-    """
-
-    init: int
-    current: EMRun = None
-    best: EMRun = None
-    random_state: tuple = None
-
-
-def _ignore(state):
-    """The callback of a fit nobody watches."""
-
-
-def _persisted(X, weights):
-    if weights is None:
-        return X.persist(), None
-    return X.persist(), weights.persist()

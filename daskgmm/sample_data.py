@@ -111,7 +111,7 @@ def write_sample_images(folder, sizes=SAMPLE_IMAGE_SIZES):
     """
     from .atomic import atomic_directory
     from .guard import real_path
-    from .store import write_png
+    from .images import write_png
 
     folder = real_path(folder)
     if folder.exists():

@@ -10,7 +10,6 @@ from .options import CRITERIA
 from .validation import check_X
 
 
-
 @dataclass
 class ModelSelection:
     """The result of :func:`select_model`.

@@ -12,89 +12,104 @@ import numpy as np
 
 from .covariance import is_symmetric_positive_definite, precisions_shape
 from .engine import dask_row_data, numpy_row_data
-from .options import COVARIANCE_TYPES, INIT_METHODS
 from .kernels import count_nonfinite_rows, float_dtype_of, raise_if_nonfinite
 
 
-def _interval_error(name, value, kind, low, closed_low=True):
-    bracket = "[" if closed_low else "("
-    return ValueError(
-        f"The '{name}' parameter of GaussianMixture must be {kind} in the range "
-        f"{bracket}{low}, inf). Got {value!r} instead."
-    )
+_NUMBER_KINDS = {"int": (numbers.Integral, "an int"), "float": (numbers.Real, "a float")}
 
 
-def check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"The '{name}' parameter of GaussianMixture must be an int in the range "
-            f"[{low}, inf). Got {value!r} instead."
-        )
-    if value < low:
-        raise _interval_error(name, value, "an int", low)
-
-
-def check_real(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"The '{name}' parameter of GaussianMixture must be a float in the range "
-            f"[{low}, inf). Got {value!r} instead."
-        )
+def _check_number(owner, name, value, parameter):
+    number_type, kind = _NUMBER_KINDS[parameter.kind]
+    message = (f"The '{name}' parameter of {owner} must be {kind} in the range "
+               f"[{parameter.low}, inf). Got {value!r} instead.")
+    if isinstance(value, bool) or not isinstance(value, number_type):
+        raise TypeError(message)
     # Written so that NaN fails too; infinity is outside [low, inf), as in scikit-learn.
-    if not low <= value < np.inf:
-        raise _interval_error(name, value, "a float", low)
+    if not parameter.low <= value < np.inf:
+        raise ValueError(message)
 
 
 _BOOLEAN_TYPES = (bool, np.bool_)
 _BOOLEAN_KINDS = "an instance of 'bool' or an instance of 'numpy.bool'"
 
 
-def check_bool(name, value):
+def _check_bool(owner, name, value, parameter):
     """Refuse anything but ``bool`` and ``numpy.bool_``, as scikit-learn's 'boolean' does."""
     if not isinstance(value, _BOOLEAN_TYPES):
         raise TypeError(
-            f"The '{name}' parameter of GaussianMixture must be {_BOOLEAN_KINDS}. "
-            f"Got {value!r} instead."
+            f"The '{name}' parameter of {owner} must be {_BOOLEAN_KINDS}. Got {value!r} instead."
         )
 
 
-def check_verbose(value):
+def _check_verbose(owner, name, value, parameter):
     """Accept an int >= 0 or a bool, as scikit-learn's 'verbose' constraint does."""
     if isinstance(value, _BOOLEAN_TYPES):
         return
-    message = ("The 'verbose' parameter of GaussianMixture must be an int in the range "
-               f"[0, inf), {_BOOLEAN_KINDS}. Got {value!r} instead.")
+    message = (f"The '{name}' parameter of {owner} must be an int in the range [0, inf), "
+               f"{_BOOLEAN_KINDS}. Got {value!r} instead.")
     if not isinstance(value, numbers.Integral):
         raise TypeError(message)
     if value < 0:
         raise ValueError(message)
 
 
-def check_option(name, value, options):
-    if not isinstance(value, str) or value not in options:
-        choices = ", ".join(repr(o) for o in sorted(options))
+def _check_choice(owner, name, value, parameter):
+    if not isinstance(value, str) or value not in parameter.choices:
+        choices = ", ".join(repr(choice) for choice in sorted(parameter.choices))
         raise ValueError(
-            f"The '{name}' parameter of GaussianMixture must be a str among "
-            f"{{{choices}}}. Got {value!r} instead."
+            f"The '{name}' parameter of {owner} must be a str among {{{choices}}}. "
+            f"Got {value!r} instead."
         )
 
 
-def check_estimator_params(estimator):
-    """Validate the constructor arguments of a GaussianMixture once, before any work."""
-    check_int("n_components", estimator.n_components, 1)
-    check_real("tol", estimator.tol, 0.0)
-    check_real("reg_covar", estimator.reg_covar, 0.0)
-    check_int("max_iter", estimator.max_iter, 0)
-    check_int("n_init", estimator.n_init, 1)
-    check_option("init_params", estimator.init_params, INIT_METHODS)
-    check_option("covariance_type", estimator.covariance_type, COVARIANCE_TYPES)
-    check_verbose(estimator.verbose)
-    check_int("verbose_interval", estimator.verbose_interval, 1)
-    check_bool("warm_start", estimator.warm_start)
-    check_bool("persist", estimator.persist)
-    check_int("split_every", estimator.split_every, 2)
-    if estimator.block_rows is not None:
-        check_int("block_rows", estimator.block_rows, 1)
+# The check of each kind of options.Parameter made before any work.
+_CHECKS = {"int": _check_number, "float": _check_number, "bool": _check_bool,
+           "verbose": _check_verbose, "choice": _check_choice}
+# Kinds that need the data (its number of features) or are drawn from: checked by the fit.
+_CHECKED_BY_FIT = ("initial", "random_state")
+
+
+def check_estimator_params(estimator, parameters):
+    """Validate an estimator's constructor arguments once, before any work.
+
+    Parameters
+    ----------
+    estimator : BaseMixture
+        Messages name its class.
+    parameters : dict of str to daskgmm.options.Parameter
+        Its parameter table (e.g. ``GAUSSIAN_MIXTURE_PARAMETERS``), checked in order.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For the first argument of the wrong type or out of range, with scikit-learn's words.
+    """
+    owner = type(estimator).__name__
+    for name, parameter in parameters.items():
+        value = getattr(estimator, name)
+        if parameter.kind in _CHECKED_BY_FIT or (parameter.nullable and value is None):
+            continue
+        _CHECKS[parameter.kind](owner, name, value, parameter)
+
+
+def as_random_state(random_state):
+    """Return the ``numpy.random.RandomState`` scikit-learn would draw from for ``random_state``.
+
+    None is NumPy's global RandomState, an int seeds a new one, a RandomState is used as is and
+    a Generator seeds a new RandomState from its stream.
+    """
+    if random_state is None:
+        return np.random.mtrand._rand
+    if isinstance(random_state, np.random.RandomState):
+        return random_state
+    if isinstance(random_state, np.random.Generator):
+        return np.random.RandomState(random_state.integers(0, 2**32 - 1, size=4))
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        return np.random.RandomState(random_state)
+    raise ValueError(
+        "random_state must be None, an int, a numpy RandomState or Generator; "
+        f"got {random_state!r}."
+    )
 
 
 def _as_array(X):

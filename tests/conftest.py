@@ -1,4 +1,5 @@
-"""Shared fixtures: a real LocalCluster, a cluster of real processes, reproducible mixture data."""
+"""Shared fixtures and checks: a real LocalCluster, a cluster of real processes, reproducible
+mixture data, and the comparison of two fitted models."""
 
 import os
 import signal
@@ -11,11 +12,12 @@ from pathlib import Path
 import dask
 import numpy as np
 import pytest
+from numpy.testing import assert_allclose, assert_array_equal
 from threadpoolctl import threadpool_limits
 
-from daskgmm.pipelines.training import Checkpoint
-
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+# The fitted parameters of a GaussianMixture (daskgmm's or scikit-learn's).
+FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 DASK = str(Path(sys.executable).parent / "dask")
 # As a nanny would set them: one BLAS thread per single-threaded worker.
 WORKER_ENVIRONMENT = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -125,6 +127,47 @@ def make_blobs(n_samples=2003, n_features=3, n_components=3, seed=0, scale=6.0):
     return np.concatenate(parts)
 
 
+@pytest.fixture(scope="module")
+def X():
+    """600 rows of three separated blobs in three features (a module may define its own X)."""
+    return make_blobs(n_samples=600, n_features=3, n_components=3)
+
+
+@pytest.fixture(scope="module")
+def fitted(X):
+    """A three-component daskgmm model fitted on ``X`` (NumPy, random_state 0)."""
+    from daskgmm import GaussianMixture
+
+    return GaussianMixture(3, random_state=0).fit(X)
+
+
+def with_value(X, value, row=3, column=1):
+    """A copy of X with one entry (or, with a slice for ``column``, part of a row) replaced."""
+    X = X.copy()
+    X[row, column] = value
+    return X
+
+
+def assert_same_model(model, expected, rtol=None, atol=0.0):
+    """``model`` has ``expected``'s fitted parameters, lower bounds, iterations and convergence.
+
+    Without ``rtol``: to the bit, in the same dtype. With it: to that relative tolerance (and
+    ``atol``), e.g. against scikit-learn.
+    """
+    for name in FITTED_ARRAYS:
+        actual, wanted = getattr(model, name), getattr(expected, name)
+        if rtol is None:
+            assert actual.dtype == wanted.dtype, name
+            assert_array_equal(actual, wanted, err_msg=name)
+        else:
+            assert_allclose(actual, wanted, rtol=rtol, atol=atol, err_msg=name)
+    if rtol is None:
+        assert list(model.lower_bounds_) == list(expected.lower_bounds_)
+    else:
+        assert_allclose(model.lower_bounds_, expected.lower_bounds_, rtol=rtol, atol=atol)
+    assert (model.n_iter_, model.converged_) == (expected.n_iter_, expected.converged_)
+
+
 def initial_parameters(X, covariance_type, n_components=3):
     """Parameters after a short scikit-learn fit: a fixed common starting point for EM."""
     from sklearn.mixture import GaussianMixture
@@ -139,7 +182,8 @@ def initial_parameters(X, covariance_type, n_components=3):
 
 
 def write_zarr(path, data):
-    """Write a NumPy or Dask array as a Zarr array store with zarr itself (a user's input)."""
+    """Write a NumPy or Dask array as a Zarr array store with zarr itself (a user's input), in
+    the Dask array's chunks (one chunk for NumPy); return the store's path."""
     import dask.array as da
     import zarr
 
@@ -148,29 +192,4 @@ def write_zarr(path, data):
     target = zarr.create_array(str(path), shape=data.shape, chunks=data.chunksize,
                                dtype=data.dtype)
     da.store(data, target, lock=False)
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashingCheckpoint(Checkpoint):
-    """The job's checkpoint, which dies right after its ``after``-th save."""
-
-    def __init__(self, checkpoint, after):
-        super().__init__(checkpoint.path, checkpoint.every, checkpoint.fingerprint,
-                         checkpoint.enabled, checkpoint.guard)
-        self.saves_left = after
-
-    def save_fit(self, state):
-        super().save_fit(state)
-        self._count()
-
-    def save(self, models, state):
-        super().save(models, state)
-        self._count()
-
-    def _count(self):
-        self.saves_left -= 1
-        if self.saves_left == 0:
-            raise Crash
+    return Path(path)

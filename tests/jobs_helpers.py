@@ -1,4 +1,8 @@
-"""What the job-safety tests share: a user's inputs, small jobs, and digests of file trees.
+"""What the job tests share: a user's inputs, small jobs, ways to run a job, digests of file trees.
+
+A job runs in this process (:func:`run_pipeline`, a pipeline's ``prepare`` and ``run`` on the
+current client; :func:`run_main`, the runner's ``main``), or as ``python -m daskgmm.run`` in a
+subprocess (:func:`run_runner`, or :func:`start_runner` and :func:`finish_runner`).
 
 Inputs are written the way a user would write them (``zarr`` and Pillow, never daskgmm's own
 store functions, which may mark what they write as daskgmm's). A digest of a folder records
@@ -9,15 +13,22 @@ digests compared name every entry added, removed or changed.
 import hashlib
 import io
 import os
+import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 import zarr
 
-from daskgmm.run import main
+from conftest import kill_group, write_zarr  # noqa: F401 (shared)
+from daskgmm.pipelines.training import Checkpoint
+from daskgmm.run import main, pipeline_module
+
+REPO = Path(__file__).resolve().parents[1]
+RUNNER_SECONDS = 300
 
 # An in-process cluster of one single-threaded worker: quick to start, nothing left running.
 TINY_CLUSTER = {"n_workers": 1, "threads_per_worker": 1, "processes": False,
@@ -44,12 +55,6 @@ def images(n_images=2, side=IMAGE_SIDE, seed=0):
     regions = (np.arange(side)[:, None] * 2 // side + np.zeros(side, dtype=int))
     pixels = colours[regions][None] + rng.normal(scale=8, size=(n_images, side, side, 3))
     return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def write_zarr(path, data):
-    """Write ``data`` as a Zarr array store with zarr itself (a user's store); return its path."""
-    zarr.create_array(str(path), data=np.asarray(data), chunks=np.shape(data))
-    return Path(path)
 
 
 def write_pngs(folder, n_images=2, side=IMAGE_SIDE):
@@ -102,6 +107,85 @@ def write_job(path, spec):
     """Write a job dict as YAML at ``path``; return the path."""
     Path(path).write_text(yaml.safe_dump(spec, sort_keys=False))
     return Path(path)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashingCheckpoint(Checkpoint):
+    """The job's checkpoint, which dies right after its ``after``-th save."""
+
+    def __init__(self, checkpoint, after):
+        super().__init__(checkpoint.path, checkpoint.every, checkpoint.fingerprint,
+                         checkpoint.enabled, checkpoint.guard)
+        self.saves_left = after
+
+    def save_fit(self, state):
+        super().save_fit(state)
+        self._count()
+
+    def save(self, models, state):
+        super().save(models, state)
+        self._count()
+
+    def _count(self):
+        self.saves_left -= 1
+        if self.saves_left == 0:
+            raise Crash
+
+
+def run_pipeline(spec, resume=False, crash_after=None):
+    """Prepare and run a job (a dict) with its pipeline, on the current client; return it
+    prepared.
+
+    With ``crash_after``, the job first crashes right after that many checkpoint saves, then
+    runs again resuming from its checkpoint.
+    """
+    from daskgmm.config import JobConfig
+
+    config = JobConfig.from_dict(spec)
+    pipeline = pipeline_module(config.pipeline)
+    if crash_after is not None:
+        crashing = pipeline.prepare(config, resume=resume)
+        crashing.checkpoint = CrashingCheckpoint(crashing.checkpoint, crash_after)
+        with pytest.raises(Crash):
+            pipeline.run(crashing)
+        resume = True
+    prepared = pipeline.prepare(config, resume=resume)
+    pipeline.run(prepared)
+    return prepared
+
+
+def start_runner(job_file, *args, runner=("-m", "daskgmm.run")):
+    """Start ``python -m daskgmm.run JOB_FILE ARGS...`` (or another ``runner``) in its own
+    process group; return the process, its stdout and stderr pipes of text."""
+    return subprocess.Popen([sys.executable, *runner, str(job_file), *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def finish_runner(process, timeout=RUNNER_SECONDS):
+    """Wait for a started runner; return it as a ``subprocess.CompletedProcess``.
+
+    A runner still going after ``timeout`` seconds is killed with its process group (its
+    cluster's workers too), and fails the test.
+    """
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        _, stderr = process.communicate()
+        raise AssertionError(f"the job ran past {timeout} s:\n{stderr}") from None
+    finally:
+        kill_group(process)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_runner(job_file, *args, runner=("-m", "daskgmm.run"), timeout=RUNNER_SECONDS):
+    """Run ``python -m daskgmm.run JOB_FILE ARGS...`` in a subprocess to its end; return it as
+    a ``subprocess.CompletedProcess`` (see :func:`finish_runner`)."""
+    return finish_runner(start_runner(job_file, *args, runner=runner), timeout)
 
 
 def run_main(job_file, *args):

@@ -7,11 +7,8 @@ Real PNG files written with Pillow, a real LocalCluster in-process, and real
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,65 +16,17 @@ import zarr
 from numpy.testing import assert_array_equal
 from PIL import Image
 
+from batch_helpers import (
+    add_images, dead_pid, job, manifest, picture, run_batch, runs, write_job_file)
 from daskgmm import GaussianMixture
 from daskgmm.config import BatchConfig, ConfigError, JobConfig
-from daskgmm.pipelines import batch, batch_inputs, segment
+from daskgmm.pipelines import batch, batch_inputs, batch_lock, segment
 from daskgmm.run import main
+from jobs_helpers import finish_runner, run_runner, start_runner
 
 BatchStore = batch.BatchStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-REPO = Path(__file__).resolve().parents[1]
-COLOURS = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200]])
-
-
-def picture(seed, size=32, channels=3):
-    """A ``size`` x ``size`` uint8 picture of three flat colour bands plus noise."""
-    rng = np.random.default_rng(seed)
-    rows = np.arange(size)[:, None] * np.ones(size, dtype=int)
-    bands = (rows > size // 3).astype(int) + (rows > 2 * size // 3)
-    pixels = COLOURS[np.roll(bands, seed, axis=0)] + rng.normal(scale=6.0, size=(size, size, 3))
-    pixels = np.clip(pixels, 0, 255).astype(np.uint8)
-    if channels == 4:
-        pixels = np.concatenate([pixels, np.full((size, size, 1), 255, np.uint8)], axis=-1)
-    return pixels
-
-
-def add_images(folder, *names, size=32, channels=3):
-    """Write a PNG file per name (its pixels depend on the name); return their pixels."""
-    folder.mkdir(exist_ok=True)
-    written = {}
-    for name in names:
-        pixels = picture(sum(map(ord, name)) % 7, size, channels)
-        Image.fromarray(pixels).save(folder / name)
-        written[name] = pixels
-    return written
-
-
-def job(tmp_path, **sections):
-    data = {"pipeline": "segment", "input": {"path": str(tmp_path / "images")},
-            "model": {"n_components": 3}, "training": {"sample": 2000},
-            "output": {"path": str(tmp_path / "store"), "preview": False},
-            "batch": {},
-            "cluster": {"n_workers": 1, "threads_per_worker": 2, "processes": False,
-                        "dashboard_address": ":0"}}
-    for name, values in sections.items():
-        data[name] = {**data.get(name, {}), **values}
-    return data
-
-
-def run_batch(data):
-    """One batch run in-process on the module's cluster; return its summary."""
-    return segment.run(segment.prepare(JobConfig.from_dict(data)))
-
-
-def manifest(tmp_path):
-    return json.loads((tmp_path / "store" / "manifest.json").read_text())
-
-
-def runs(tmp_path):
-    return BatchStore(tmp_path / "store", BatchConfig()).read_runs()
 
 
 def labels(tmp_path, name):
@@ -96,22 +45,6 @@ def result_stamp(tmp_path, name):
 def model_of(tmp_path, name):
     version = manifest(tmp_path)["inputs"][name]["model"]
     return GaussianMixture.load(tmp_path / "store" / "models" / f"{version}.zarr")
-
-
-def write_job_file(tmp_path, data):
-    path = tmp_path / "job.yaml"
-    path.write_text(json.dumps(data))  # JSON is YAML
-    return path
-
-
-def start(job_file):
-    return subprocess.Popen([sys.executable, "-m", "daskgmm.run", str(job_file)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(process):
-    out, err = process.communicate(timeout=300)
-    return process.returncode, out, err
 
 
 # ---------------------------------------------------------------- each input once
@@ -227,6 +160,7 @@ def test_zarr_group_members_are_the_inputs(client, tmp_path):
 # ---------------------------------------------------------------- bad images
 
 
+@pytest.mark.slow
 def test_a_corrupt_image_is_skipped_and_the_run_exits_3(client, tmp_path):
     folder = tmp_path / "images"
     add_images(folder, "a.png", "b.png", "c.png")
@@ -234,7 +168,8 @@ def test_a_corrupt_image_is_skipped_and_the_run_exits_3(client, tmp_path):
     whole = (folder / "c.png").read_bytes()
     (folder / "truncated.png").write_bytes(whole[: len(whole) // 2])
     (folder / "garbage.png").write_bytes(b"not a picture at all")
-    status, out, err = finish(start(write_job_file(tmp_path, job(tmp_path))))
+    done = run_runner(write_job_file(tmp_path, job(tmp_path)))
+    status, out, err = done.returncode, done.stdout, done.stderr
     assert status == 3, err
     assert "processed: 3 input(s): a.png, b.png, c.png" in out
     assert "skipped: " in out and "3 input(s) skipped" in err
@@ -259,12 +194,14 @@ def test_a_corrupt_image_is_skipped_and_the_run_exits_3(client, tmp_path):
 # ---------------------------------------------------------------- runs at the same time
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_process_each_image_once(tmp_path):
     names = [f"{letter}.png" for letter in "abcd"]
     add_images(tmp_path / "images", *names)
     job_file = write_job_file(tmp_path, job(tmp_path, batch={"max_inputs": 2}))
-    results = [finish(process) for process in [start(job_file), start(job_file)]]
-    assert [status for status, _, _ in results] == [0, 0], results
+    results = [finish_runner(process) for process in [start_runner(job_file),
+                                                      start_runner(job_file)]]
+    assert [done.returncode for done in results] == [0, 0], results
     log = runs(tmp_path)
     processed = [name for record in log for name in record["processed"]]
     assert sorted(processed) == names  # every image, none twice
@@ -296,12 +233,6 @@ def test_claims_made_at_the_same_time_are_disjoint(tmp_path):
     assert len(manifest(tmp_path)["claims"]) == 24
 
 
-def dead_pid():
-    process = subprocess.Popen(["true"])
-    process.wait()
-    return process.pid
-
-
 @pytest.mark.parametrize("holder", ["dead process", "held too long"])
 def test_a_stale_lock_is_taken_over(client, tmp_path, holder):
     add_images(tmp_path / "images", "a.png")
@@ -320,7 +251,7 @@ def test_a_run_that_moved_a_fresh_lock_aside_puts_it_back(tmp_path):
     # the other's fresh lock aside, sees that it is not the stale one, and restores it.
     path = tmp_path / "lock"
     path.write_text("fresh")
-    batch.StoreLock(path, 60.0, {})._break("stale")
+    batch_lock.StoreLock(path, 60.0, {})._break("stale")
     assert path.read_text() == "fresh"
     # It was moved aside into the store's staging folder, which holds nothing afterwards.
     assert sorted(tmp_path.iterdir()) == [tmp_path / ".staging", path]

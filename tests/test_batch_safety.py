@@ -14,23 +14,14 @@ import uuid
 
 import pytest
 import zarr
-from test_batch import (
-    add_images,
-    dead_pid,
-    finish,
-    job,
-    manifest,
-    picture,
-    run_batch,
-    runs,
-    start,
-    write_job_file,
-)
 
+from batch_helpers import (
+    add_images, dead_pid, job, manifest, picture, run_batch, runs, write_job_file)
 from daskgmm import atomic
 from daskgmm.config import BatchConfig, ConfigError, JobConfig
 from daskgmm.ownership import MARKER, read_marker
-from daskgmm.pipelines import batch, batch_inputs, segment
+from daskgmm.pipelines import batch, batch_inputs, batch_manifest, segment
+from jobs_helpers import run_runner
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -133,12 +124,14 @@ def test_one_bad_zarr_member_is_skipped_and_the_others_processed(client, tmp_pat
     assert not (store_of(tmp_path) / "results" / "b").exists()
 
 
+@pytest.mark.slow
 def test_the_runner_exits_3_for_a_bad_zarr_member(tmp_path):
     path = group_of_three(tmp_path)
     damage(path / "b", "metadata")
     data = job(tmp_path, input={"path": str(path)},
                cluster={"n_workers": 1, "threads_per_worker": 1})
-    status, out, err = finish(start(write_job_file(tmp_path, data)))
+    done = run_runner(write_job_file(tmp_path, data))
+    status, out, err = done.returncode, done.stdout, done.stderr
     assert status == 3, err
     assert "processed: 2 input(s): a, c" in out and "skipped: b not a readable Zarr array" in out
 
@@ -244,7 +237,8 @@ def test_a_run_killed_after_logging_its_end_is_not_logged_twice(client, tmp_path
     ended = batch.BatchStore(store_of(tmp_path), BatchConfig())
     ended.owner["pid"] = dead_pid()
     ended.claim(inputs)
-    ended._append_runs([{**ended.owner, "status": "ok", "claimed": ["a.png"]}])
+    batch_manifest.append_runs(ended.root, [{**ended.owner, "status": "ok",
+                                            "claimed": ["a.png"]}])
     with open(store_of(tmp_path) / "runs.jsonl", "a") as log:
         log.write('{"run": "cut short by a kil')  # a line a killed run left cut
     run_batch(job(tmp_path))

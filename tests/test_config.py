@@ -1,17 +1,21 @@
 """The job schema: typed sections, dotted-path errors, round trips and --set overrides."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
+from daskgmm import schema
 from daskgmm.cluster import check_cluster, describe_cluster
 from daskgmm.config import (
     ClusterConfig,
     ConfigError,
     JobConfig,
+    ModelConfig,
     apply_override,
     load_config,
 )
+from daskgmm.options import GAUSSIAN_MIXTURE_PARAMETERS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -216,3 +220,30 @@ def test_cluster_kinds_are_a_registry():
 def test_checkpoint_sits_beside_the_output():
     config = JobConfig.from_dict(minimal(output={"path": "out/run"}))
     assert config.checkpoint_path == Path("out/run.checkpoint")
+
+
+# The model keys whose defaults are the job's own (see ModelConfig), not the estimator's.
+JOB_DEFAULTS = {"n_components": None, "random_state": 0}
+
+
+def test_model_keys_take_the_estimator_s_defaults_ranges_and_choices():
+    fields = {spec.name: spec for spec in dataclasses.fields(ModelConfig)}
+    for name in set(fields) - {"load"} - set(JOB_DEFAULTS):
+        parameter, spec = GAUSSIAN_MIXTURE_PARAMETERS[name], fields[name]
+        assert spec.default == parameter.default, name
+        assert spec.metadata["low"] == parameter.low, name
+        assert spec.metadata["choices"] == parameter.choices, name
+    assert {name: fields[name].default for name in JOB_DEFAULTS} == JOB_DEFAULTS
+
+
+def test_the_model_section_builds_the_estimator_it_describes():
+    model = ModelConfig.from_dict({"n_components": 4, "tol": 0.5, "persist": True, "load": None})
+    params = model.estimator_params()
+    assert set(params) == {spec.name for spec in dataclasses.fields(ModelConfig)} - {
+        "load", "persist"}
+    assert set(params) <= set(GAUSSIAN_MIXTURE_PARAMETERS)
+    assert params["n_components"] == 4 and params["tol"] == 0.5 and params["random_state"] == 0
+
+
+def test_config_error_is_the_schema_s():
+    assert ConfigError is schema.ConfigError

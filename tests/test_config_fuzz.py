@@ -11,13 +11,12 @@ by finding every job valid.
 """
 
 import copy
-import io
 import os
 import resource
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager, redirect_stderr, redirect_stdout
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ from hypothesis import strategies as st
 from conftest import make_blobs, write_zarr
 from daskgmm import GaussianMixture
 from daskgmm.config import load_config
-from daskgmm.run import main
+from jobs_helpers import run_main
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,12 +50,10 @@ def working_directory(path):
         os.chdir(previous)
 
 
-def run_main(job_file, *args):
-    """Call the runner in-process; return its status, stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err), working_directory(job_file.parent):
-        status = main([str(job_file), *args])
-    return status, out.getvalue(), err.getvalue()
+def run_in_folder(job_file, *args):
+    """Call the runner in-process in the job's folder; return its status, stdout and stderr."""
+    with working_directory(job_file.parent):
+        return run_main(job_file, *args)
 
 
 def listing(folder):
@@ -73,13 +70,13 @@ def outcome(job_file, *args):
     """Run ``job_file``; return 0 for a valid job, 2 for a refused one (checked as such)."""
     folder = job_file.parent
     before = listing(folder)
-    status, stdout, stderr = run_main(job_file, "--dry-run", *args)
+    status, stdout, stderr = run_in_folder(job_file, "--dry-run", *args)
     assert listing(folder) == before
     if status == 0:
         assert "Traceback" not in stdout + stderr
         return status
     assert_refused(status, stdout, stderr, job_file)
-    assert run_main(job_file, *args) == (status, "", stderr)
+    assert run_in_folder(job_file, *args) == (status, "", stderr)
     assert listing(folder) == before
     return status
 
@@ -98,7 +95,7 @@ def write_job(root, content):
     return path
 
 
-def run_job(root, job, *args):
+def job_outcome(root, job, *args):
     """Write ``job`` to a fresh folder and run it; return the outcome."""
     return outcome(write_job(root, job), *args)
 
@@ -133,7 +130,7 @@ def valid_jobs(tmp_path_factory):
 
 def test_the_jobs_to_mutate_are_valid(root, valid_jobs):
     for job in valid_jobs.values():
-        assert run_job(root, job) == 0
+        assert job_outcome(root, job) == 0
 
 
 # ------------------------------------------------------------------ mutations of valid jobs
@@ -255,7 +252,7 @@ def test_mutated_jobs_are_refused_with_a_message_or_valid(root, valid_jobs):
     @settings(FUZZ, max_examples=90)
     @given(st.data())
     def check(data):
-        statuses.append(run_job(root, data.draw(mutated(valid_jobs))))
+        statuses.append(job_outcome(root, data.draw(mutated(valid_jobs))))
 
     check()
     assert_mostly_refused(statuses, share=0.6)
@@ -299,7 +296,7 @@ def test_random_overrides_are_refused_with_a_message_or_valid(root, valid_jobs):
     @given(st.lists(st.tuples(keys, values), min_size=1, max_size=2))
     def check(overrides):
         arguments = [f"--set={key}={value}" for key, value in overrides]
-        statuses.append(run_job(root, copy.deepcopy(valid_jobs["fit"]), *arguments))
+        statuses.append(job_outcome(root, copy.deepcopy(valid_jobs["fit"]), *arguments))
 
     check()
     assert_mostly_refused(statuses, share=0.6)
@@ -373,6 +370,7 @@ def limit_memory():
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [MALFORMED["not UTF-8"], MALFORMED["duplicate key"],
                                      *BOMBS.values()],
                          ids=["not UTF-8", "duplicate key", *BOMBS])

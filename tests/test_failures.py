@@ -17,15 +17,15 @@ import numpy as np
 import pytest
 import zarr
 from distributed.scheduler import KilledWorker
-from numpy.testing import assert_array_equal
 
-from conftest import STARTUP_SECONDS, make_blobs, process_cluster, wait_until_processing
+from conftest import (
+    STARTUP_SECONDS, assert_same_model, make_blobs, process_cluster, wait_until_processing)
 from daskgmm import GaussianMixture
 
-pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
 
 FIT_TIMEOUT_SECONDS = 120
-FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
 
 @contextmanager
@@ -90,13 +90,15 @@ def test_fit_survives_a_killed_worker_and_gives_the_same_model(tmp_path, persist
     assert interrupted.n_iter_ == reference.n_iter_ == max_iter
     # The merge tree depends on the chunking alone: the same model to the last bit (the issue
     # asks for rtol 1e-12).
-    for name in FITTED_ARRAYS:
-        assert_array_equal(getattr(interrupted, name), getattr(reference, name), err_msg=name)
-    assert interrupted.lower_bounds_ == reference.lower_bounds_
+    assert_same_model(interrupted, reference)
 
 
-def test_worker_out_of_memory_is_restarted_and_the_fit_never_hangs(tmp_path):
-    """A chunk (96 MiB) far too big for a worker's 200 MiB limit: the nanny kills the worker."""
+def test_worker_out_of_memory_is_restarted_and_the_fit_fails_without_hanging(tmp_path):
+    """A chunk (96 MiB) far too big for a worker's 200 MiB limit: the nanny kills the worker.
+
+    Every worker that tries the chunk's task dies reading it; once the scheduler's allowed
+    failures are used up the fit raises KilledWorker, and the nannies restore both workers.
+    """
     chunk_rows = 4 * 2**20
     data = np.random.default_rng(0).normal(size=(2 * chunk_rows, 3))
     X = write_zarr(tmp_path / "X.zarr", data, chunk_rows=chunk_rows)
@@ -105,10 +107,7 @@ def test_worker_out_of_memory_is_restarted_and_the_fit_never_hangs(tmp_path):
     with ThreadPoolExecutor(1) as pool, \
             process_cluster(tmp_path, nanny=True, memory_limit="200MiB") as (client, _):
         fit = pool.submit(model(means, max_iter=2).fit, X)
-        try:
-            fitted = fit.result(timeout=FIT_TIMEOUT_SECONDS)
-        except KilledWorker as error:
-            assert "died while running it" in str(error)
-        else:
-            assert fitted.n_iter_ == 2 and np.isfinite(fitted.means_).all()
+        with pytest.raises(KilledWorker, match="daskgmm-pass.*all those workers died while "
+                                               "running it"):
+            fit.result(timeout=FIT_TIMEOUT_SECONDS)
         client.wait_for_workers(2, timeout=STARTUP_SECONDS)

@@ -4,40 +4,22 @@ run straight through or killed mid-fit and resumed."""
 import dask.array as da
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
 
-from conftest import Crash, CrashingCheckpoint, make_blobs, write_zarr
+from conftest import assert_same_model, make_blobs, write_zarr
 from daskgmm import GaussianMixture, select_model
-from daskgmm.config import JobConfig
-from daskgmm.pipelines import common, segment
-from daskgmm.run import pipeline_module
+from jobs_helpers import run_pipeline
+from daskgmm.pipelines import job_model, segment
 
-FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 MODEL = {"n_components": 3, "covariance_type": "full", "tol": 1e-6, "max_iter": 12, "n_init": 2,
          "random_state": 0, "split_every": 2}
 
 
-def run_job(job, crash_after=None):
-    """Run a job in-process; with ``crash_after``, crash it mid-fit first and resume it."""
-    config = JobConfig.from_dict(job)
-    pipeline = pipeline_module(config.pipeline if config.pipeline != "predict" else "fit")
-    if crash_after is not None:
-        prepared = pipeline.prepare(config)
-        prepared.checkpoint = CrashingCheckpoint(prepared.checkpoint, crash_after)
-        with pytest.raises(Crash):
-            pipeline.run(prepared)
-    prepared = pipeline.prepare(config, resume=crash_after is not None)
+def fitted_by_job(job, crash_after=None):
+    """Run a job in-process (crashed mid-fit first and resumed, with ``crash_after``); return
+    it prepared and the model it saved."""
+    prepared = run_pipeline(job, crash_after=crash_after)
     assert (prepared.resumed is not None) == (crash_after is not None)
-    pipeline.run(prepared)
-    return prepared, GaussianMixture.load(config.output.path + "/model.zarr")
-
-
-def assert_same_bits(model, expected):
-    for name in FITTED:
-        assert getattr(model, name).dtype == getattr(expected, name).dtype
-        assert_array_equal(getattr(model, name), getattr(expected, name))
-    assert model.lower_bounds_ == expected.lower_bounds_
-    assert model.n_iter_ == expected.n_iter_
+    return prepared, GaussianMixture.load(prepared.config.output.path + "/model.zarr")
 
 
 def table(tmp_path, dtype):
@@ -46,15 +28,16 @@ def table(tmp_path, dtype):
     return str(tmp_path / "rows.zarr")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_after", [None, 3, 15], ids=["straight", "resumed", "2nd-init"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_fit_job_gives_the_estimators_model(client, tmp_path, dtype, crash_after):
     path = table(tmp_path, dtype)
     job = {"pipeline": "fit", "input": {"path": path}, "model": MODEL,
            "output": {"path": str(tmp_path / "out")}}
-    _, model = run_job(job, crash_after)
+    _, model = fitted_by_job(job, crash_after)
     expected = GaussianMixture(**MODEL).fit(da.from_zarr(path))
-    assert_same_bits(model, expected)
+    assert_same_model(model, expected)
 
 
 @pytest.mark.parametrize("crash_after", [None, 4])
@@ -67,22 +50,23 @@ def test_the_segment_job_gives_the_estimators_model(client, tmp_path, dtype, cra
     job = {"pipeline": "segment", "input": {"path": str(tmp_path / "images.zarr")},
            "model": MODEL, "training": {"sample": 3000},
            "output": {"path": str(tmp_path / "out"), "preview": False}}
-    prepared, model = run_job(job, crash_after)
+    prepared, model = fitted_by_job(job, crash_after)
     stack = segment.as_image_stack(da.from_zarr(str(tmp_path / "images.zarr")), -1)
-    _, _, X = common.training_features(prepared.config, *segment.pixel_rows(stack))
-    assert_same_bits(model, GaussianMixture(**MODEL).fit(X))
+    _, _, X = job_model.training_features(prepared.config, *segment.pixel_rows(stack))
+    assert_same_model(model, GaussianMixture(**MODEL).fit(X))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_after", [None, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_select_job_gives_the_estimators_best_model(client, tmp_path, dtype, crash_after):
     path = table(tmp_path, dtype)
     grid = {"n_components": [2, 3], "covariance_types": ["full", "diag"]}
     job = {"pipeline": "select", "input": {"path": path}, "select": grid,
-           "model": {"tol": 1e-6, "random_state": 0, "split_every": 2},
+           "model": {"tol": 1e-6, "max_iter": 12, "random_state": 0, "split_every": 2},
            "output": {"path": str(tmp_path / "out")}}
-    _, model = run_job(job, crash_after)
+    _, model = fitted_by_job(job, crash_after)
     expected = select_model(da.from_zarr(path), n_components=[2, 3],
-                            covariance_types=["full", "diag"], tol=1e-6, random_state=0,
-                            split_every=2).best_model
-    assert_same_bits(model, expected)
+                            covariance_types=["full", "diag"], tol=1e-6, max_iter=12,
+                            random_state=0, split_every=2).best_model
+    assert_same_model(model, expected)

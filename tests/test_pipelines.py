@@ -1,6 +1,7 @@
 """The job pipelines in-process: fitting by steps, resuming, segmenting, tables, reuse, pictures."""
 
 import json
+from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -8,11 +9,12 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import Crash, CrashingCheckpoint, make_blobs, write_zarr
+from conftest import assert_same_model, make_blobs, write_zarr
 from daskgmm import GaussianMixture, store
 from daskgmm.config import ConfigError, JobConfig, ModelConfig
 from daskgmm.pipelines import anomaly, render, segment, select, training
 from daskgmm.pipelines import fit as fit_pipeline
+from jobs_helpers import Crash, CrashingCheckpoint, run_pipeline
 
 Checkpoint, Standardizer = training.Checkpoint, training.Standardizer
 fit_mixture, sample_rows = training.fit_mixture, training.sample_rows
@@ -20,15 +22,6 @@ colour_labels, component_colours = render.colour_labels, render.component_colour
 line_plot = render.line_plot
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def run_job(data, resume=False):
-    """Prepare and run a job from a config dict on the current client; return it prepared."""
-    config = JobConfig.from_dict(data)
-    module = {"segment": segment}.get(config.pipeline, fit_pipeline)
-    prepared = module.prepare(config, resume=resume)
-    module.run(prepared)
-    return prepared
 
 
 def read_result(path, name):
@@ -48,6 +41,7 @@ def scene(n=2, size=32, seed=0):
 # ---------------------------------------------------------------- fitting, checkpointed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_a_checkpointed_fit_is_the_estimators_model(client, tmp_path, covariance_type, dtype):
@@ -57,12 +51,12 @@ def test_a_checkpointed_fit_is_the_estimators_model(client, tmp_path, covariance
     stepped = fit_mixture(X, config, Checkpoint(str(tmp_path / "c"), 1, "x"))
     plain = GaussianMixture(3, covariance_type=covariance_type, tol=1e-6, random_state=0,
                             n_init=2, split_every=2).fit(X)
-    assert stepped.lower_bounds_ == plain.lower_bounds_
-    assert stepped.n_iter_ == plain.n_iter_ and stepped.converged_
-    assert_array_equal(stepped.means_, plain.means_)
+    assert_same_model(stepped, plain)
+    assert stepped.converged_
     assert stepped.get_params() == plain.get_params()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash_after", [3, 9])
 def test_resume_ends_at_the_uninterrupted_model(client, tmp_path, crash_after):
     X = da.from_array(make_blobs(n_samples=600, seed=3), chunks=200)
@@ -73,8 +67,7 @@ def test_resume_ends_at_the_uninterrupted_model(client, tmp_path, crash_after):
         fit_mixture(X, config, crashing)
     state = Checkpoint(str(tmp_path / "b"), 1, "job").load()
     resumed = fit_mixture(X, config, Checkpoint(str(tmp_path / "b"), 1, "job"), state)
-    assert resumed.lower_bounds_ == whole.lower_bounds_
-    assert_same_arrays(resumed, whole)
+    assert_same_model(resumed, whole)
 
 
 def test_checkpoint_of_another_job_is_refused(tmp_path):
@@ -130,8 +123,8 @@ def test_segment_labels_every_pixel_and_leaves_out_no_data(client, tmp_path):
     mask[-3:, -3:] = False
     write_zarr(tmp_path / "images.zarr", da.from_array(images, chunks=(1, 16, 32, 3)))
     write_zarr(tmp_path / "mask.zarr", mask)
-    prepared = run_job(segment_job(tmp_path, input={"nodata": -1.0,
-                                                    "mask": str(tmp_path / "mask.zarr")}))
+    prepared = run_pipeline(segment_job(tmp_path, input={"nodata": -1.0,
+                                                         "mask": str(tmp_path / "mask.zarr")}))
     out = tmp_path / "out"
     labels = read_result(out, "labels")
     assert labels.shape == (2, 32, 32) and labels.dtype == np.uint8
@@ -146,19 +139,22 @@ def test_segment_labels_every_pixel_and_leaves_out_no_data(client, tmp_path):
     np.testing.assert_allclose(log_likelihood[~no_data], model.score_samples(images[~no_data]),
                                rtol=1e-5)
     assert (out / "previews" / "image-0001.png").exists()
-    assert not prepared.checkpoint.path or not (tmp_path / "out.checkpoint").exists()
+    # Checkpointed while fitting (the default), and the checkpoint removed once done.
+    assert prepared.checkpoint.enabled
+    assert Path(prepared.checkpoint.path) == tmp_path / "out.checkpoint"
+    assert not (tmp_path / "out.checkpoint").exists()
 
 
 def test_segment_reads_channels_first_and_standardizes(client, tmp_path):
     images = scene(n=1)[0]
     write_zarr(tmp_path / "images.zarr", np.moveaxis(images, -1, 0))  # (C, H, W)
-    run_job(segment_job(tmp_path, input={"channel_axis": 0},
-                        training={"standardize": True, "sample": None}))
+    run_pipeline(segment_job(tmp_path, input={"channel_axis": 0},
+                             training={"standardize": True, "sample": None}))
     out = tmp_path / "out"
     labels = read_result(out, "labels")
     assert labels.shape == (1, 32, 32)
     model = GaussianMixture.load(out / "model.zarr")
-    scaler = Standardizer.from_attrs(store.read_model_attrs(out / "model.zarr")["preprocessing"])
+    scaler = Standardizer.from_attrs(store.read_attrs(out / "model.zarr")["preprocessing"])
     assert_array_equal(labels[0], model.predict(scaler.transform(images.reshape(-1, 3)))
                        .reshape(32, 32))
 
@@ -172,7 +168,7 @@ def test_segment_ingests_image_files_once_and_applies_a_saved_model(client, tmp_
     for i, image in enumerate(images):
         Image.fromarray(image).save(folder / f"p{i}.png")
     job = segment_job(tmp_path, input={"path": str(folder)})
-    run_job(job)
+    run_pipeline(job)
     ingested = tmp_path / "out.input.zarr"
     assert_array_equal(store.open_array(ingested).compute(), images)
     stamp = (ingested / "zarr.json").stat().st_mtime_ns
@@ -180,7 +176,7 @@ def test_segment_ingests_image_files_once_and_applies_a_saved_model(client, tmp_
                         model={"load": str(tmp_path / "out" / "model.zarr"),
                                "n_components": None},
                         output={"path": str(tmp_path / "again")})
-    run_job(reuse)
+    run_pipeline(reuse)
     assert (ingested / "zarr.json").stat().st_mtime_ns == stamp
     assert_array_equal(read_result(tmp_path / "again", "labels"),
                        read_result(tmp_path / "out", "labels"))
@@ -216,9 +212,9 @@ def test_fit_reads_chosen_columns_of_table_files(client, tmp_path, file_format):
             rows.to_csv(tmp_path / f"part{part}.csv", index=False, float_format="%.17g")
         else:
             rows.to_parquet(tmp_path / f"part{part}.parquet")
-    run_job({"pipeline": "fit", "input": {"path": str(tmp_path / f"part*.{file_format}"),
-                                          "columns": ["x", "y"]},
-             "model": {"n_components": 3}, "output": {"path": str(tmp_path / "out")}})
+    run_pipeline({"pipeline": "fit", "input": {"path": str(tmp_path / f"part*.{file_format}"),
+                                               "columns": ["x", "y"]},
+                  "model": {"n_components": 3}, "output": {"path": str(tmp_path / "out")}})
     labels = read_result(tmp_path / "out", "labels")
     model = GaussianMixture.load(tmp_path / "out" / "model.zarr")
     assert labels.shape == (400,) and labels.dtype == np.uint8
@@ -307,13 +303,8 @@ def test_select_resumes_after_the_models_already_fitted(client, tmp_path):
               for name in ("whole", "resumed")]
     assert tables[0] == tables[1] and len(tables[0]) == 6
     assert (tmp_path / "resumed" / "criterion.png").exists()
-    assert_same_arrays(GaussianMixture.load(tmp_path / "whole" / "model.zarr"),
-                       GaussianMixture.load(tmp_path / "resumed" / "model.zarr"))
-
-
-def assert_same_arrays(a, b):
-    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        assert_array_equal(getattr(a, name), getattr(b, name))
+    assert_same_model(GaussianMixture.load(tmp_path / "resumed" / "model.zarr"),
+                      GaussianMixture.load(tmp_path / "whole" / "model.zarr"))
 
 
 # ---------------------------------------------------------------- pictures

@@ -29,7 +29,6 @@ PROPERTIES = settings(max_examples=50, deadline=None, print_blob=True,
                       suppress_health_check=[HealthCheck.too_slow])
 MAX_ITER = 3
 REG_COVAR = 1e-3
-FITTED_ARRAYS = ("weights_", "means_", "covariances_")
 # (rtol, atol relative to the data's scale) against scikit-learn in float64.
 TOLERANCE = {np.float64: (1e-6, 1e-9), np.float32: (2e-3, 2e-4)}
 
@@ -122,7 +121,8 @@ def fit_both(problem):
     return reference, model
 
 
-def assert_same_model(model, reference, X, dtype):
+def assert_close_to_sklearn(model, reference, X, dtype):
+    """Weights, means, covariances and lower bound, to ``TOLERANCE`` at the data's scale."""
     rtol, atol = TOLERANCE[dtype]
     scale = max(float(np.abs(X).max()), 1.0)
     assert_allclose(model.weights_, reference.weights_, rtol=rtol, atol=atol)
@@ -136,7 +136,7 @@ def assert_same_model(model, reference, X, dtype):
 def test_same_model_as_sklearn_in_float64(problem):
     reference, model = fit_both(problem)
     assert model.means_.dtype == np.float64
-    assert_same_model(model, reference, problem.X, np.float64)
+    assert_close_to_sklearn(model, reference, problem.X, np.float64)
 
 
 @PROPERTIES
@@ -144,7 +144,7 @@ def test_same_model_as_sklearn_in_float64(problem):
 def test_same_model_as_sklearn_in_float32(problem):
     reference, model = fit_both(problem)
     assert model.means_.dtype == np.float32
-    assert_same_model(model, reference, problem.X, np.float32)
+    assert_close_to_sklearn(model, reference, problem.X, np.float32)
 
 
 @PROPERTIES

@@ -31,6 +31,7 @@ from sklearn.covariance import EmpiricalCovariance
 from sklearn.datasets import make_spd_matrix
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import daskgmm
@@ -414,12 +415,24 @@ def test_convergence_warning_is_also_daskgmms_class():
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_several_initialisations_do_no_worse(covariance_type):
+def test_several_initialisations_keep_the_best(covariance_type):
+    # scikit-learn's test_multiple_init, made able to fail: the five initialisations end at
+    # five different lower bounds (seen by the callback); the model is the one ending highest,
+    # and the first of them is the fit with one initialisation.
     X = np.random.RandomState(0).randn(50, 5)
     params = dict(n_components=2, covariance_type=covariance_type, random_state=0)
-    once = GaussianMixture(**params).fit(X).score(X)
-    five = GaussianMixture(n_init=5, **params).fit(X).score(X)
-    assert five >= once
+    final = {}
+
+    def record(state):
+        if state.current is not None:
+            final[state.init] = state.current.lower_bounds[-1]
+
+    five = GaussianMixture(n_init=5, **params).fit(X, callback=record)
+    once = GaussianMixture(**params).fit(X)
+    assert sorted(final) == list(range(5)) and len(set(final.values())) == 5
+    assert final[0] == once.lower_bound_
+    assert five.lower_bound_ == max(final.values())
+    assert five.score(X) >= once.score(X)
 
 
 @pytest.mark.parametrize("covariance_type, n_parameters",
@@ -793,8 +806,18 @@ def test_precisions_init_gives_matching_cholesky_factors(covariance_type, dtype)
 
 
 def test_single_component_fits_three_rows():
+    # scikit-learn's issue 23032: one component fitted on three rows is their mean and
+    # (regularised) covariance, and it can be sampled.
     X = np.random.RandomState(0).multivariate_normal(np.zeros(2), np.identity(2), size=3)
-    GaussianMixture(n_components=1).fit(X).sample()
+    gmm = GaussianMixture(n_components=1).fit(X)
+    assert_allclose(gmm.weights_, [1.0], rtol=1e-12)
+    assert_allclose(gmm.means_, X.mean(axis=0, keepdims=True), rtol=1e-12)
+    assert_allclose(gmm.covariances_, [np.cov(X.T, bias=True) + 1e-6 * np.eye(2)], rtol=1e-10)
+    reference = SklearnGaussianMixture(n_components=1).fit(X)
+    assert_allclose(gmm.precisions_cholesky_, reference.precisions_cholesky_, rtol=1e-10)
+    rows, labels = gmm.sample()
+    assert rows.shape == (1, 2) and np.isfinite(rows).all()
+    assert_array_equal(labels, [0])
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)

@@ -14,13 +14,12 @@ from numpy.testing import assert_array_equal
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, FITTED_ARRAYS, make_blobs
 from daskgmm import GaussianMixture, store
 from daskgmm.atomic import atomic_directory, new_staging, remove_dead_staging
 from daskgmm.ownership import MARKER, read_marker
 
 N_COMPONENTS = 3
-FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 FITTED_SCALARS = ("converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_",
                   "n_reseeded_")
 

@@ -7,7 +7,6 @@ features, Zarr arrays and store paths) must give the same model as the same data
 
 import re
 
-import dask
 import dask.array as da
 import numpy as np
 import pytest
@@ -17,33 +16,17 @@ from dask.callbacks import Callback
 from numpy.testing import assert_allclose, assert_array_equal
 
 import daskgmm
-from conftest import COVARIANCE_TYPES, make_blobs
+from conftest import COVARIANCE_TYPES, assert_same_model, with_value
 from daskgmm import GaussianMixture
+from daskgmm.options import GAUSSIAN_MIXTURE_PARAMETERS
+from daskgmm.validation import check_estimator_params
 
 N_COMPONENTS = 3
 N_FEATURES = 3
 CHUNK_ROWS = 200
-FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 INFERENCE_METHODS = ("predict", "predict_proba", "score_samples", "score")
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-
-
-@pytest.fixture(scope="module")
-def X():
-    return make_blobs(n_samples=600, n_features=N_FEATURES, n_components=N_COMPONENTS)
-
-
-@pytest.fixture(scope="module")
-def fitted(X):
-    return GaussianMixture(N_COMPONENTS, random_state=0).fit(X)
-
-
-def with_value(X, value, row=3, column=1):
-    """A copy of X with one entry replaced."""
-    X = X.copy()
-    X[row, column] = value
-    return X
 
 
 def as_dask(X, chunk_rows=CHUNK_ROWS):
@@ -52,13 +35,6 @@ def as_dask(X, chunk_rows=CHUNK_ROWS):
 
 def fit(X, **params):
     return GaussianMixture(N_COMPONENTS, random_state=0, **params).fit(X)
-
-
-def assert_same_model(ours, reference):
-    for name in FITTED_ARRAYS:
-        assert_allclose(getattr(ours, name), getattr(reference, name), rtol=1e-10, atol=1e-12)
-    assert ours.n_iter_ == reference.n_iter_
-    assert ours.converged_ == reference.converged_
 
 
 class PassCounter(Callback):
@@ -280,6 +256,28 @@ def test_bad_random_state(X):
         GaussianMixture(N_COMPONENTS, random_state="seed").fit(X)
 
 
+BOUNDED = sorted(name for name, p in GAUSSIAN_MIXTURE_PARAMETERS.items() if p.low is not None)
+
+
+@pytest.mark.parametrize("name", BOUNDED)
+def test_every_bound_of_the_parameter_table_is_checked(name):
+    low = GAUSSIAN_MIXTURE_PARAMETERS[name].low
+    model = GaussianMixture(**{name: low - 1})
+    with pytest.raises(ValueError, match=re.escape(f"'{name}' parameter of GaussianMixture "
+                                                   f"must be")) as raised:
+        check_estimator_params(model, GAUSSIAN_MIXTURE_PARAMETERS)
+    assert f"[{low}, inf). Got {low - 1!r} instead." in str(raised.value)
+    check_estimator_params(GaussianMixture(**{name: low}), GAUSSIAN_MIXTURE_PARAMETERS)
+
+
+def test_parameter_messages_name_the_estimator_class():
+    class Other:
+        tol = -1.0
+
+    with pytest.raises(ValueError, match="'tol' parameter of Other must be a float"):
+        check_estimator_params(Other(), {"tol": GAUSSIAN_MIXTURE_PARAMETERS["tol"]})
+
+
 # ---------------------------------------------------------------- initial parameters
 
 
@@ -399,7 +397,7 @@ def test_dask_chunked_along_features_is_rechunked_to_rows(client, X):
     # NumPy input starts from scikit-learn's own initialisation, Dask input from the scalable
     # one: the reference is the same rows chunked by rows.
     reference = fit(as_dask(X))
-    assert_same_model(ours, reference)
+    assert_same_model(ours, reference, rtol=1e-10, atol=1e-12)
     assert_array_equal(np.asarray(ours.predict(by_feature)), reference.predict(X))
     assert_allclose(ours.score(by_feature), reference.score(X), rtol=1e-12)
 
@@ -420,7 +418,7 @@ def zarr_X(request, X, tmp_path):
 def test_zarr_input_gives_the_dask_model(client, X, zarr_X):
     ours = fit(zarr_X)
     reference = fit(as_dask(X))
-    assert_same_model(ours, reference)
+    assert_same_model(ours, reference, rtol=1e-10, atol=1e-12)
     assert_array_equal(np.asarray(ours.predict(zarr_X)), reference.predict(X))
     assert_allclose(np.asarray(ours.predict_proba(zarr_X)), reference.predict_proba(X),
                     rtol=1e-10, atol=1e-12)

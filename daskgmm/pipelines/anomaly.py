@@ -16,18 +16,12 @@ import numpy as np
 
 from daskgmm.config import ConfigError
 
-from .common import (
-    Plan,
-    compute,
-    describe_fit,
-    finite_rows,
-    fit_or_load,
-    job_output,
-    prepare_job,
-    resolve_table,
-    training_rows,
-    where_valid,
-)
+from .inputs import resolve_table
+from .job_model import finite_rows, fit_or_load, training_rows
+from .outputs import job_output
+from .plan import Plan, describe_fit, prepare_job
+from .predictions import where_valid
+from .progress import compute
 
 logger = logging.getLogger(__name__)
 

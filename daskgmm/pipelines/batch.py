@@ -28,66 +28,43 @@ and ``failed`` entries of inputs no longer listed are dropped; then the dead lef
 deleted (a ``runs.jsonl`` line cut short by a kill is dropped before the next is appended).
 A writer is dead when its process is gone; a process of another host cannot be asked,
 so there it is dead once it has been silent for ``batch.claim_timeout`` seconds (the time after
-which its claims are taken over anyway). A staging folder is its writer's while the process its
-marker names lives; a sealed or unmarked one (being swapped in, or swapped out and deleted) is
-dead once it has not changed for ``claim_timeout`` seconds. The temporary names of earlier
-versions are matched by strict patterns and deleted when their process is gone: the manifest's
-``.manifest.json.<8 hex>`` (written only under the lock, so dead when its holder finds it),
-``.lock.stale-<8 hex>`` (a stale lock moved aside; dead when unchanged for ``lock_timeout``)
-and ``results/**/.<name>.incomplete-<host>-<pid>-<8 hex>`` / ``.replaced-`` (never an input's
-result).
+which its claims are taken over anyway). How a dead leftover is told from a live one is
+:mod:`.batch_leftovers`' part.
 """
 
 import hashlib
 import json
 import logging
 import os
-import re
-import shutil
 import socket
 import time
-import uuid
-from contextlib import contextmanager, suppress
-from datetime import datetime, timezone
-from pathlib import Path
+from contextlib import contextmanager
 
 import numpy as np
 
-from daskgmm import atomic, store
+from daskgmm import atomic
 from daskgmm.config import ConfigError
 from daskgmm.guard import real_path
-from daskgmm.ownership import (
-    MARKER,
-    is_dead_staging,
-    process_is_gone,
-    read_marker,
-    remove_owned,
+from daskgmm.model_format import MODEL, write_model
+from daskgmm.ownership import read_marker
+
+from .batch_layout import LAYOUT, LOCK, MODELS, RESULTS, STAGING, STORE_KIND, lay_out
+from .batch_leftovers import dead_staging, is_old_temporary, old_leftovers, remove_leftover
+from .batch_lock import StoreLock
+from .batch_manifest import (
+    append_runs,
+    input_state,
+    is_live,
+    is_running,
+    killed_record,
+    new_run_id,
+    now_iso,
+    read_manifest,
+    read_runs,
+    write_manifest,
 )
 
 logger = logging.getLogger(__name__)
-
-MANIFEST, RUNS, LOCK, RESULTS, MODELS = "manifest.json", "runs.jsonl", "lock", "results", "models"
-STAGING = ".staging"
-LAYOUT = frozenset({MARKER, MANIFEST, RUNS, LOCK, RESULTS, MODELS, STAGING})
-STORE_KIND, RESULT_KIND = "batch-store", "batch-result"  # kinds of the store's own folders
-MANIFEST_FORMAT, MANIFEST_VERSION = "daskgmm.batch", 1
-# How often a run waiting for the lock looks again.
-LOCK_POLL_SECONDS = 0.02
-_STAGING_NAME = re.compile(re.escape(atomic.STAGING_PREFIX) + "[0-9a-f]{32}")
-_OLD_MANIFEST = re.compile(r"\.manifest\.json\.[0-9a-f]{8}")
-_OLD_LOCK = re.compile(r"\.lock\.stale-[0-9a-f]{8}")
-_OLD_STAGING = re.compile(r"\.(?P<target>.+)\.(?P<what>incomplete|replaced)-(?P<host>.+)-"
-                          r"(?P<pid>\d+)-[0-9a-f]{8}")
-
-
-def now_iso():
-    """The current UTC time, to the second, as recorded in the store."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def new_run_id():
-    """A run id: its UTC start time and a random suffix, unique across hosts."""
-    return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
 
 
 def model_version(model, preprocessing=None):
@@ -97,201 +74,6 @@ def model_version(model, preprocessing=None):
         digest.update(np.ascontiguousarray(getattr(model, name), dtype=np.float64).tobytes())
     digest.update(json.dumps([model.covariance_type, preprocessing], sort_keys=True).encode())
     return digest.hexdigest()[:16]
-
-
-# ------------------------------------------------------------------ leftovers
-
-
-def _unchanged_for(path, seconds):
-    try:
-        return time.time() - path.stat().st_ctime > seconds
-    except FileNotFoundError:
-        return False
-
-
-def dead_staging(staging, stale_after):
-    """The staging folders in ``staging`` whose writers have died (see the module's docstring)."""
-    if not staging.is_dir():
-        return []
-    dead = []
-    for folder in sorted(staging.iterdir()):
-        if not _STAGING_NAME.fullmatch(folder.name) or folder.is_symlink() or \
-                not folder.is_dir():
-            continue
-        marker = read_marker(folder)
-        if marker is None or "entries" in marker:
-            if _unchanged_for(folder, stale_after):
-                dead.append(folder)
-        elif is_dead_staging(folder, marker["kind"], stale_after=stale_after):
-            dead.append(folder)
-    return dead
-
-
-def old_leftovers(root, keep, lock_timeout, stale_after):
-    """The temporary files and folders earlier versions left in the store, once dead.
-
-    ``keep`` holds the keys of the inputs listed now and in the manifest: a result folder
-    named like a leftover is an input's, never a leftover.
-    """
-    found = [path for path in sorted(root.iterdir()) if path.is_file() and (
-        _OLD_MANIFEST.fullmatch(path.name)
-        or (_OLD_LOCK.fullmatch(path.name) and _unchanged_for(path, lock_timeout)))]
-    folders = [root / RESULTS] if (root / RESULTS).is_dir() else []
-    while folders:
-        for child in sorted(folders.pop().iterdir()):
-            if not child.is_dir() or child.is_symlink() or \
-                    child.relative_to(root / RESULTS).as_posix() in keep:
-                continue
-            match = _OLD_STAGING.fullmatch(child.name)
-            if match and _old_staging_is_dead(child, match, stale_after):
-                found.append(child)
-            elif not match and not any((child / name).exists() for name in ("result.zarr",
-                                                                             MARKER)):
-                folders.append(child)  # a folder of keys, e.g. results/2026/
-    return found
-
-
-def _remove_leftover(path, staging):
-    if path.parent == staging:
-        remove_owned(path)
-    elif path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _old_staging_is_dead(folder, match, stale_after):
-    host, pid = match["host"], int(match["pid"])
-    gone = process_is_gone(host, pid) or (host != socket.gethostname()
-                                          and _unchanged_for(folder, stale_after))
-    if match["what"] == "replaced":  # the previous result, kept until its successor is in place
-        return gone and (folder.parent / match["target"]).is_dir()
-    return gone
-
-
-# ------------------------------------------------------------------ the lock
-
-
-def _read_text(path):
-    try:
-        return Path(path).read_text()
-    except FileNotFoundError:
-        return None
-
-
-def _holder(text):
-    """The facts a lock file holds; empty while it is being written (or was left half-written)."""
-    try:
-        holder = json.loads(text or "")
-    except ValueError:
-        return {}
-    keys = ("host", "pid", "time", "token")
-    return holder if isinstance(holder, dict) and all(k in holder for k in keys) else {}
-
-
-class StoreLock:
-    """The lock of a batch store: a file created with ``O_CREAT | O_EXCL``, naming its owner.
-
-    Parameters
-    ----------
-    path : Path
-        The lock file.
-    timeout : float
-        Seconds after which a held lock is stale (its holder is taken to have died).
-    owner : dict
-        JSON-ready facts about the holder: host, pid and run.
-    staging : Path, optional
-        Where a stale lock is moved aside to be removed; ``.staging`` beside it when None.
-    """
-
-    def __init__(self, path, timeout, owner, staging=None):
-        self.path = Path(path)
-        self.timeout = timeout
-        self.owner = owner
-        self.staging = Path(staging) if staging else self.path.parent / STAGING
-        self.token = None
-
-    def __enter__(self):
-        while not self._create():
-            text = _read_text(self.path)
-            if text is not None and self._is_stale(text):
-                self._break(text)
-            else:
-                time.sleep(LOCK_POLL_SECONDS)
-        return self
-
-    def __exit__(self, *exc_info):
-        if _holder(_read_text(self.path)).get("token") == self.token:
-            self.path.unlink()
-        else:
-            logger.warning("the lock %s was taken over while this run held it (it was held "
-                           "longer than batch.lock_timeout)", self.path)
-
-    def _create(self):
-        try:
-            descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        self.token = uuid.uuid4().hex
-        with os.fdopen(descriptor, "w") as file:
-            json.dump({**self.owner, "time": time.time(), "token": self.token}, file)
-        return True
-
-    def _is_stale(self, text):
-        holder = _holder(text)
-        if holder:
-            since, gone = holder["time"], process_is_gone(holder["host"], holder["pid"])
-        else:  # being written, or its writer died writing it
-            try:
-                since, gone = self.path.stat().st_mtime, False
-            except FileNotFoundError:
-                return False
-        return gone or time.time() - since > self.timeout
-
-    def _break(self, stale_text):
-        """Remove a stale lock. Moving it aside first means only one run removes it; a run that
-        moved a fresh lock instead (another run took the stale one over first) puts it back."""
-        aside = atomic.new_staging(self.staging, "batch-lock", self.path.name)
-        moved = aside / self.path.name
-        try:
-            os.rename(self.path, moved)
-        except FileNotFoundError:
-            remove_owned(aside)
-            return
-        if _read_text(moved) != stale_text:
-            with suppress(FileExistsError):
-                os.link(moved, self.path)
-        else:
-            logger.warning("took over the stale lock %s (%s)", self.path, stale_text)
-        remove_owned(aside)
-
-
-# ------------------------------------------------------------------ the manifest
-
-
-def empty_manifest():
-    """The manifest of a store no run has written to."""
-    return {"format": MANIFEST_FORMAT, "format_version": MANIFEST_VERSION, "channels": None,
-            "inputs": {}, "failed": {}, "claims": {}, "runs": {}, "models": {}}
-
-
-def _drop_cut_line(file):
-    """Truncate a JSON-lines file (open ``a+b``) after its last whole line; whether it was cut."""
-    size = file.seek(0, os.SEEK_END)
-    if not size:
-        return False
-    file.seek(size - 1)
-    if file.read(1) == b"\n":
-        return False
-    file.seek(0)
-    file.truncate(file.read().rfind(b"\n") + 1)
-    return True
-
-
-def _lines(text):
-    """The complete lines of a JSON-lines text (a killed writer may have left the last one cut)."""
-    return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines()
-            if line.strip()]
 
 
 class BatchStore:
@@ -339,55 +121,17 @@ class BatchStore:
 
     @staticmethod
     def _is_own(path):
-        old = _OLD_MANIFEST.fullmatch(path.name) or _OLD_LOCK.fullmatch(path.name)
-        return path.name in LAYOUT or (old is not None and path.is_file())
+        return path.name in LAYOUT or is_old_temporary(path)
 
     def read(self):
-        """Return the manifest (empty when no run has written one).
-
-        Raises
-        ------
-        ValueError
-            If ``manifest.json`` is not a batch manifest this version reads.
-        """
-        text = _read_text(self.root / MANIFEST)
-        if text is None:
-            return empty_manifest()
-        try:
-            manifest = json.loads(text)
-        except ValueError as error:
-            raise ValueError(f"{self.root / MANIFEST} is not valid JSON ({error})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-            raise ValueError(f"{self.root / MANIFEST} is not a daskgmm batch manifest")
-        if manifest["format_version"] > MANIFEST_VERSION:
-            raise ValueError(f"{self.root / MANIFEST} was written by a newer daskgmm; upgrade")
-        manifest.setdefault("runs", {})  # not kept by earlier versions
-        return manifest
-
-    def _write(self, manifest):
-        folder = atomic.new_staging(self.staging, "batch-manifest", MANIFEST)
-        with open(folder / MANIFEST, "w") as file:
-            json.dump(manifest, file, indent=1, sort_keys=True)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(folder / MANIFEST, self.root / MANIFEST)
-        remove_owned(folder)
-
-    def _lay_out(self):
-        """Create the store's folders and its marker, if a run has not yet."""
-        if self._laid_out:
-            return
-        self.staging.mkdir(parents=True, exist_ok=True)
-        if read_marker(self.root) is None:
-            folder = atomic.new_staging(self.staging, STORE_KIND, self.root.name)
-            with suppress(FileExistsError):  # another run marked it first
-                os.link(folder / MARKER, self.root / MARKER)
-            remove_owned(folder)
-        self._laid_out = True
+        """Return the manifest (see :func:`.batch_manifest.read_manifest`)."""
+        return read_manifest(self.root)
 
     @contextmanager
     def _locked(self):
-        self._lay_out()
+        if not self._laid_out:
+            lay_out(self.root, self.staging)
+            self._laid_out = True
         with StoreLock(self.root / LOCK, self.config.lock_timeout, self.owner, self.staging):
             yield
 
@@ -399,33 +143,13 @@ class BatchStore:
             before = json.dumps(manifest, sort_keys=True)
             yield manifest
             if json.dumps(manifest, sort_keys=True) != before:
-                self._write(manifest)
+                write_manifest(self.root, self.staging, manifest)
 
     def states(self, inputs, manifest=None):
         """Return each input's state: new, changed, done, failed or claimed (by a live run)."""
         manifest = self.read() if manifest is None else manifest
-        return {item.name: self._state(item, manifest) for item in inputs}
-
-    def _state(self, item, manifest):
-        claim = manifest["claims"].get(item.name)
-        if claim is not None and self._is_live(claim):
-            return "claimed"
-        for section, state in (("inputs", "done"), ("failed", "failed")):
-            entry = manifest[section].get(item.name)
-            if entry is not None and entry["identity"] == item.identity:
-                return state
-        known = item.name in manifest["inputs"] or item.name in manifest["failed"]
-        return "changed" if known else "new"
-
-    def _is_live(self, claim):
-        recent = time.time() - claim["time"] < self.config.claim_timeout
-        return recent and not process_is_gone(claim["host"], claim["pid"])
-
-    def _is_running(self, run):
-        """Whether a registered run is alive (another host's: heard from within claim_timeout)."""
-        if process_is_gone(run["host"], run["pid"]):
-            return False
-        return run["host"] == socket.gethostname() or self._is_live(run)
+        return {item.name: input_state(item, manifest, self.config.claim_timeout)
+                for item in inputs}
 
     # -------------------------------------------------------------- tidying
 
@@ -435,9 +159,9 @@ class BatchStore:
         keep = listed | set(manifest["inputs"]) | set(manifest["failed"])
         return {
             "runs": [run for run, entry in manifest["runs"].items()
-                     if not self._is_running(entry)],
+                     if not is_running(entry, self.config.claim_timeout)],
             "claims": [name for name, claim in manifest["claims"].items()
-                       if not self._is_live(claim)],
+                       if not is_live(claim, self.config.claim_timeout)],
             "failed": [name for name in manifest["failed"] if name not in listed],
             "leftovers": (dead_staging(self.staging, self.config.claim_timeout)
                           + old_leftovers(self.root, keep, self.config.lock_timeout,
@@ -453,11 +177,12 @@ class BatchStore:
     def _tidy(self, manifest, inputs):
         untidy = self._untidy(manifest, inputs)
         logged = {line.get("run") for line in self.read_runs()} if untidy["runs"] else set()
-        killed = [self._killed(manifest, run) for run in untidy["runs"] if run not in logged]
+        killed = [killed_record(manifest, run, self.run) for run in untidy["runs"]
+                  if run not in logged]
         if killed:
             logger.warning("found %d run(s) killed before they ended: %s", len(killed),
                            ", ".join(line["run"] for line in killed))
-            self._append_runs(killed)
+            append_runs(self.root, killed)
         for run in untidy["runs"]:
             del manifest["runs"][run]
         for name in untidy["claims"]:
@@ -467,20 +192,9 @@ class BatchStore:
         for path in untidy["leftovers"]:
             logger.info("removing %s, left by a run that died", path)
             try:
-                _remove_leftover(path, self.staging)
+                remove_leftover(path, self.staging)
             except OSError as error:  # e.g. another run removed it first; the next run retries
                 logger.warning("could not remove %s (%s)", path, error)
-
-    def _killed(self, manifest, run):
-        """The ``runs.jsonl`` line of a registered run found dead."""
-        entry = manifest["runs"][run]
-        done = {name: e for name, e in manifest["inputs"].items() if e["run"] == run}
-        return {"run": run, "host": entry["host"], "pid": entry["pid"],
-                "started": entry["started"], "status": "killed", "claimed": entry["claimed"],
-                "processed": sorted(done), "pixels": sum(e["pixels"] for e in done.values()),
-                "failures": {name: e["reason"] for name, e in manifest["failed"].items()
-                             if e["run"] == run},
-                "found": now_iso(), "found_by": self.run}
 
     # -------------------------------------------------------------- claims and records
 
@@ -552,22 +266,14 @@ class BatchStore:
         """Log this run's end (``record``, one line of ``runs.jsonl``), then let go of its
         claims and registration: a run killed between the two is known to have ended."""
         with self._changing() as manifest:
-            self._append_runs([record])
+            append_runs(self.root, [record])
             manifest["runs"].pop(self.run, None)
             for name in [n for n, c in manifest["claims"].items() if c["run"] == self.run]:
                 del manifest["claims"][name]
 
-    def _append_runs(self, records):
-        """Append lines to ``runs.jsonl`` (under the lock), first dropping a cut last line."""
-        with open(self.root / RUNS, "a+b") as file:
-            if _drop_cut_line(file):
-                logger.warning("dropped the cut last line of %s", self.root / RUNS)
-            file.write(b"".join(json.dumps(r, sort_keys=True).encode() + b"\n"
-                                for r in records))
-
     def read_runs(self):
         """Return the summaries of all runs so far, oldest first."""
-        return _lines(_read_text(self.root / RUNS) or "")
+        return read_runs(self.root)
 
     @staticmethod
     def result_name(name):
@@ -587,7 +293,7 @@ class BatchStore:
         path = self.root / self.model_name(version)
         if path.exists():
             return
-        path = guard.check(path, "output.path", store.MODEL, within=real_path(self.root / MODELS))
+        path = guard.check(path, "output.path", MODEL, within=real_path(self.root / MODELS))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic.atomic_directory(path, store.MODEL, self.staging) as staging:
-            store.write_model(staging, model, {"preprocessing": preprocessing})
+        with atomic.atomic_directory(path, MODEL, self.staging) as staging:
+            write_model(staging, model, {"preprocessing": preprocessing})

@@ -8,15 +8,15 @@ starts with ``..``: a result cannot leave ``results/``. One file is one input ho
 spells its path (matches are deduplicated by their real path, keeping the first key).
 """
 
-import glob
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from daskgmm import store
 from daskgmm.config import ConfigError
-from daskgmm.guard import glob_root, real_path
+from daskgmm.guard import real_path
+
+from .input_paths import batch_input_format, image_files
 
 _HASH_BLOCK = 1 << 20
 
@@ -49,26 +49,6 @@ class BatchInput:
         return self.path if self.array is None else str(Path(self.path) / self.array)
 
 
-def input_format(config, key="input"):
-    """Return ``'zarr'`` (a group whose arrays are the inputs) or ``'images'`` (a folder/glob).
-
-    Raises
-    ------
-    ConfigError
-        For a remote path (an input's identity is read from the local file system) or a table
-        format.
-    """
-    if "://" in config.path:
-        raise ConfigError(f"batch mode reads local files, got {config.path!r}", f"{key}.path")
-    if config.format in ("zarr", "images"):
-        return config.format
-    if config.format != "auto":
-        raise ConfigError(f"batch mode reads image files or a Zarr group, not {config.format}",
-                          f"{key}.format")
-    path = config.path.rstrip("/")
-    return "zarr" if path.endswith(".zarr") or store.is_zarr_store(path) else "images"
-
-
 def list_inputs(config, identity, key="input"):
     """Return the inputs at ``config.path`` now, sorted by key, each with its identity.
 
@@ -86,10 +66,10 @@ def list_inputs(config, identity, key="input"):
     ConfigError
         If the folder or Zarr group does not exist, or ``path`` holds a Zarr array.
     """
-    if input_format(config, key) == "zarr":
+    if batch_input_format(config, key) == "zarr":
         located = _group_arrays(config.path, key)
     else:
-        located = _image_files(config.path, key)
+        located = _keyed_image_files(config.path, key)
     return [BatchInput(name, path, array, _identity(Path(path) / (array or ""), identity))
             for name, path, array in located]
 
@@ -104,18 +84,10 @@ def _group_arrays(path, key):
     return [(name, path, name) for name in names]
 
 
-def _image_files(path, key):
-    pattern = os.path.normpath(path)
-    if glob.has_magic(pattern):
-        root = glob_root(pattern)
-        files = [Path(f) for f in glob.glob(pattern, recursive=True)]
-    elif Path(pattern).is_dir():
-        root = Path(pattern)
-        files = list(root.iterdir())
-    else:
-        raise ConfigError(f"no such folder: {path!r} (batch mode reads a folder or glob of "
-                          "images, or a Zarr group)", f"{key}.path")
-    files = sorted(f for f in files if f.suffix.lower() in store.IMAGE_SUFFIXES and f.is_file())
+def _keyed_image_files(path, key):
+    """The image files, keyed by their path relative to the folder (or the glob's fixed part);
+    a file the glob spells twice (by its real path) keeps its first key."""
+    root, files = image_files(path, key)
     keyed = {}
     for file in files:
         keyed.setdefault(real_path(file), (file.relative_to(root).as_posix(), str(file), None))

@@ -12,7 +12,6 @@ import logging
 import time
 from collections import Counter
 from contextlib import contextmanager, suppress
-from pathlib import Path
 
 import dask
 import dask.array as da
@@ -21,21 +20,19 @@ import numpy as np
 from daskgmm import store
 from daskgmm.config import ConfigError
 from daskgmm.guard import real_path
+from daskgmm.images import image_file_error, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE_IMAGE_SIZES, write_sample_images
 
-from .batch import RESULT_KIND, RESULTS, BatchStore, model_version
-from .batch_inputs import input_format, list_inputs
-from .common import (
-    Plan,
-    Source,
-    compute,
-    describe_fit,
-    describe_predictions,
-    fit_or_load,
-    model_summary,
-    prepare_job,
-    staged_output,
-)
+from .batch import BatchStore, model_version
+from .batch_inputs import list_inputs
+from .batch_layout import RESULT_KIND, RESULTS
+from .input_paths import batch_input_format
+from .inputs import Source, generates
+from .job_model import fit_or_load, model_summary
+from .outputs import staged_output
+from .plan import Plan, describe_fit, prepare_job
+from .predictions import describe_predictions
+from .progress import compute
 from .segment import as_image_stack, image_stack_shape, pixel_rows, valid_pixels, \
     write_segmentation
 
@@ -55,8 +52,8 @@ def prepare_batch(config):
     """
     batch = BatchStore(config.output.path, config.batch)
     batch.check()
-    kind = input_format(config.input)
-    generated = _generates(config.input)
+    kind = batch_input_format(config.input)
+    generated = generates(config.input)
     if generated and (kind != "images" or config.input.generate != "sample-scene"):
         raise ConfigError("batch mode generates sample-scene PNG files into a folder; set "
                           "input.path to a folder", "input.generate")
@@ -72,12 +69,8 @@ def prepare_batch(config):
     return prepared
 
 
-def _generates(config):
-    return config.generate is not None and not Path(config.path).exists()
-
-
 def _describe_batch_inputs(config, batch, inputs, kind):
-    if _generates(config.input):
+    if generates(config.input):
         return [f"input: {config.input.path} [{len(SAMPLE_IMAGE_SIZES)} sample-scene PNG files, "
                 "generated now]"]
     counts = Counter(batch.states(inputs).values())
@@ -117,7 +110,7 @@ def run_batch(prepared):
         The run's summary; it names the inputs skipped, if any, under ``skipped``.
     """
     config, batch = prepared.config, prepared.extra["batch"]
-    if _generates(config.input):
+    if generates(config.input):
         with suppress(FileExistsError):  # another run generated them first
             write_sample_images(config.input.path)
     inputs = list_inputs(config.input, config.batch.identity)
@@ -202,7 +195,7 @@ def _open_inputs(items, config):
     of an image file), so that a corrupt one is found before any computation (a fit on the
     pixels of all inputs) depends on it.
     """
-    checks = [dask.delayed(store.image_file_error if item.array is None else
+    checks = [dask.delayed(image_file_error if item.array is None else
                            store.zarr_array_error)(item.location) for item in items]
     errors = compute(*checks, label=f"decoded {len(items)} input(s)") if checks else ()
     return [error or _open_input(item, config.channel_axis) for item, error in zip(items, errors)]
@@ -212,7 +205,7 @@ def _open_input(item, channel_axis):
     """One input as ``(n, H, W, C)`` images, or the reason it cannot be read as images."""
     try:
         if item.array is None:
-            array = store.open_image_files([item.path], *store.image_file_info(item.path))[0]
+            array = open_image_files([item.path], *image_file_info(item.path))[0]
         else:
             array = store.open_array(item.location)
         image_stack_shape(array.shape, channel_axis)
@@ -282,7 +275,7 @@ def _segment_input(prepared, batch, fitted, version, item, images):
 
 @contextmanager
 def _result_output(prepared, batch, key):
-    """Yield a :class:`~.common.JobOutput` for input ``key``, staged in the store's
+    """Yield a :class:`~.outputs.JobOutput` for input ``key``, staged in the store's
     ``.staging/``; it replaces ``results/<key>`` only if the block succeeds.
 
     A key never leaves ``results/`` (:mod:`.batch_inputs`); the guard proves it.

@@ -11,18 +11,11 @@ asked, ``probabilities`` ``(rows, K)`` and ``log_likelihood`` ``(rows,)`` in flo
 ``model.zarr``, loadable with ``GaussianMixture.load``.
 """
 
-from .common import (
-    Plan,
-    component_counts,
-    describe_fit,
-    describe_predictions,
-    finite_rows,
-    fit_or_load,
-    job_output,
-    prediction_arrays,
-    prepare_job,
-    resolve_table,
-)
+from .inputs import resolve_table
+from .job_model import finite_rows, fit_or_load
+from .outputs import job_output
+from .plan import Plan, describe_fit, prepare_job
+from .predictions import component_counts, describe_predictions, prediction_arrays
 
 
 def prepare(config, resume=False):

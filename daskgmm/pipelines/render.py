@@ -1,7 +1,7 @@
 """Pictures for people: label maps coloured by component, and a small line plot, as RGB arrays.
 
 Everything is drawn into NumPy arrays; only the text of the plot is rasterised with Pillow's
-built-in bitmap font. Writing the PNG files is :func:`daskgmm.store.write_png`'s job.
+built-in bitmap font. Writing the PNG files is :func:`daskgmm.images.write_png`'s job.
 """
 
 import numpy as np

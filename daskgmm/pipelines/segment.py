@@ -33,18 +33,12 @@ import numpy as np
 from daskgmm import store
 from daskgmm.config import ConfigError
 
-from .common import (
-    Plan,
-    component_counts,
-    compute,
-    describe_fit,
-    describe_predictions,
-    fit_or_load,
-    job_output,
-    prediction_arrays,
-    prepare_job,
-    resolve_source,
-)
+from .inputs import resolve_source
+from .job_model import fit_or_load
+from .outputs import job_output
+from .plan import Plan, describe_fit, prepare_job
+from .predictions import component_counts, describe_predictions, prediction_arrays
+from .progress import compute
 from .render import colour_labels, component_colours
 
 logger = logging.getLogger(__name__)

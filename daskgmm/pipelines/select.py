@@ -18,16 +18,10 @@ import logging
 from daskgmm import select_model
 from daskgmm.config import SelectConfig
 
-from .common import (
-    Fitted,
-    Plan,
-    describe_checkpoint,
-    finite_rows,
-    job_output,
-    prepare_job,
-    resolve_table,
-    training_features,
-)
+from .inputs import resolve_table
+from .job_model import Fitted, finite_rows, training_features
+from .outputs import job_output
+from .plan import Plan, describe_checkpoint, prepare_job
 from .render import line_plot
 from .training import estimator
 

@@ -208,18 +208,7 @@ class Checkpoint:
 
 def estimator(config, **overrides):
     """Return an unfitted GaussianMixture with the ``model`` section's parameters."""
-    params = {
-        "n_components": config.n_components,
-        "covariance_type": config.covariance_type,
-        "tol": config.tol,
-        "reg_covar": config.reg_covar,
-        "max_iter": config.max_iter,
-        "n_init": config.n_init,
-        "init_params": config.init_params,
-        "random_state": config.random_state,
-        "split_every": config.split_every,
-    }
-    return GaussianMixture(**{**params, **overrides})
+    return GaussianMixture(**{**config.estimator_params(), **overrides})
 
 
 def fit_mixture(X, config, checkpoint, resumed=None):

@@ -31,9 +31,9 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 N_IMAGES, SIDE = 40, 8
-KILLED_RUNS = 30
+KILLED_RUNS = 20
 # The kills at these positions come in pairs of overlapping runs.
-OVERLAPPING = (4, 10, 16, 22)
+OVERLAPPING = (3, 8, 13, 17)
 LAYOUT = {".daskgmm.json", "manifest.json", "runs.jsonl", "results", "models", ".staging"}
 RUN_SECONDS = 120
 SEED = 20261128

@@ -4,8 +4,6 @@ Real ``dask scheduler`` and ``dask worker`` processes are started on 127.0.0.1 a
 shipped segment config runs against them with only ``--set cluster.address=...`` added.
 """
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,9 @@ from numpy.testing import assert_array_equal
 
 from conftest import process_cluster, write_zarr
 from daskgmm import GaussianMixture
+from jobs_helpers import run_runner
 
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,12 +41,10 @@ def test_segment_job_runs_on_a_running_scheduler(tmp_path, scheduler_address):
     images = colours[regions][None] + rng.normal(scale=6, size=(2, 64, 64, 3))
     images = np.clip(images, 0, 255).astype(np.uint8)
     write_zarr(tmp_path / "images.zarr", images)
-    done = subprocess.run(
-        [sys.executable, "-m", "daskgmm.run", str(REPO / "configs" / "segment.yaml"),
-         "--set", f"cluster.address={scheduler_address}",
-         "--set", f"input.path={tmp_path / 'images.zarr'}", "--set", "input.generate=null",
-         "--set", "model.n_components=3", "--set", f"output.path={tmp_path / 'out'}"],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
+    done = run_runner(
+        REPO / "configs" / "segment.yaml", "--set", f"cluster.address={scheduler_address}",
+        "--set", f"input.path={tmp_path / 'images.zarr'}", "--set", "input.generate=null",
+        "--set", "model.n_components=3", "--set", f"output.path={tmp_path / 'out'}")
     assert done.returncode == 0, done.stderr
     assert "dashboard: " in done.stdout and "iteration 1 lower bound" in done.stderr
     assert transitions(scheduler_address) > 0  # the work ran there

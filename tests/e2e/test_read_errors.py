@@ -5,10 +5,7 @@ zero bytes. Jobs run as ``python -m daskgmm.run`` in a subprocess; the estimator
 module's in-process cluster and on Dask's threaded scheduler.
 """
 
-import subprocess
-import sys
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +16,10 @@ from conftest import make_blobs
 from daskgmm import GaussianMixture
 from daskgmm.reading import ChunkReadError
 from daskgmm.store import open_array
+from jobs_helpers import run_runner
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
-REPO = Path(__file__).resolve().parents[2]
 JOB_SECONDS = 300
 ROWS, CHUNK_ROWS = 4000, 500
 DAMAGED_CHUNK = "c/3/0"  # rows 1500-1999, as zarr 3 names the chunk file
@@ -85,11 +82,6 @@ def write_job(tmp_path, data, processes):
     return path
 
 
-def run_job(job_file, *args, runner=("-m", "daskgmm.run")):
-    return subprocess.run([sys.executable, *runner, str(job_file), *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=JOB_SECONDS)
-
-
 def assert_names_the_chunk(message, store):
     assert f"cannot read chunk {DAMAGED_CHUNK} of the Zarr array {store} " in message, message
     assert f"(file {store / DAMAGED_CHUNK})" in message, message
@@ -99,10 +91,11 @@ def assert_names_the_chunk(message, store):
 # ---------------------------------------------------------------- the job runner
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [False, True])
 def test_a_damaged_chunk_fails_the_job_in_one_paragraph_naming_it(tmp_path, damaged_store,
                                                                    processes):
-    done = run_job(write_job(tmp_path, damaged_store, processes))
+    done = run_runner(write_job(tmp_path, damaged_store, processes), timeout=JOB_SECONDS)
 
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
@@ -112,21 +105,24 @@ def test_a_damaged_chunk_fails_the_job_in_one_paragraph_naming_it(tmp_path, dama
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_damaged_chunk_shows_its_traceback_with_verbose(tmp_path, damaged_store):
-    done = run_job(write_job(tmp_path, damaged_store, processes=False), "--verbose")
+    done = run_runner(write_job(tmp_path, damaged_store, processes=False), "--verbose",
+                      timeout=JOB_SECONDS)
 
     assert done.returncode == 1, done.stderr
     assert "Traceback (most recent call last)" in done.stderr
     assert_names_the_chunk(done.stderr.strip().splitlines()[-1], damaged_store)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("processes", [False, True])
 def test_a_successful_job_prints_no_traceback(tmp_path, processes):
     # Whether the scheduler's last sends find a connection closed depends on timing: each run
     # also logs such a record late in the close, so that the test does not.
     job = write_job(tmp_path, write_store(tmp_path / "rows.zarr"), processes)
-    for args in ([], [], ["--verbose"]):
-        done = run_job(job, *args, runner=("-c", LATE_RECORD_RUNNER))
+    for args in ([], ["--verbose"]):
+        done = run_runner(job, *args, runner=("-c", LATE_RECORD_RUNNER), timeout=JOB_SECONDS)
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr and "CommClosedError" not in done.stderr, \
             done.stderr

@@ -16,16 +16,17 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
+from conftest import assert_same_model
 from daskgmm import GaussianMixture
 from daskgmm.atomic import STAGING_PREFIX
 from daskgmm.ownership import read_marker
 from daskgmm.run import main
 from daskgmm.sample_data import sample_scene, sample_table
 from daskgmm.checkpoint import read_fit_state
+from jobs_helpers import run_runner
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
-FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
 
 
 def command(config, *args):
@@ -33,9 +34,8 @@ def command(config, *args):
 
 
 def run(config, *args):
-    """Run the runner to completion in a subprocess; return the finished process."""
-    return subprocess.run(command(config, *args), capture_output=True, text=True, timeout=300,
-                          cwd=REPO)
+    """Run the runner on a shipped config to completion in a subprocess; return it finished."""
+    return run_runner(CONFIGS / config, *args)
 
 
 def sets(**values):
@@ -48,15 +48,10 @@ def result(path):
     return zarr.open_group(str(Path(path) / "result.zarr"), mode="r")
 
 
-def assert_same_model(a, b):
-    for name in FITTED:
-        assert_array_equal(getattr(a, name), getattr(b, name))
-    assert a.lower_bounds_ == b.lower_bounds_ and a.n_iter_ == b.n_iter_
-
-
 # ---------------------------------------------------------------- the shipped configs
 
 
+@pytest.mark.slow
 def test_segment_config_runs_twice_and_matches_the_estimator(tmp_path):
     args = sets(input__path=tmp_path / "scene.zarr", output__path=tmp_path / "segment")
     for _ in range(2):  # the README's first command must work twice in a row
@@ -82,6 +77,7 @@ def test_segment_config_runs_twice_and_matches_the_estimator(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.zarr", "segment"]
 
 
+@pytest.mark.slow
 def test_select_config_writes_table_plot_and_best_model(tmp_path):
     out = tmp_path / "select"
     done = run("select.yaml", *sets(input__path=tmp_path / "t.zarr", output__path=out,
@@ -102,6 +98,7 @@ def test_select_config_writes_table_plot_and_best_model(tmp_path):
     assert result(out).attrs["daskgmm"]["summary"]["best"]["n_components"] == model.n_components
 
 
+@pytest.mark.slow
 def test_anomaly_config_flags_the_unlikely_rows(tmp_path):
     out = tmp_path / "anomaly"
     done = run("anomaly.yaml", *sets(input__path=tmp_path / "t.zarr", output__path=out))
@@ -117,6 +114,7 @@ def test_anomaly_config_flags_the_unlikely_rows(tmp_path):
     assert flags.dtype == bool and 0.005 < flags.mean() < 0.02
 
 
+@pytest.mark.slow
 def test_fit_then_predict_configs_apply_the_saved_model(tmp_path):
     table = tmp_path / "t.zarr"
     done = run("fit.yaml", *sets(input__path=table, output__path=tmp_path / "fit"))
@@ -146,6 +144,7 @@ def test_dry_run_prints_the_plan_and_does_nothing(tmp_path, capsys):
 # ---------------------------------------------------------------- config mistakes: exit 2
 
 
+@pytest.mark.slow
 def test_unknown_key_exits_2_from_the_real_process(tmp_path):
     done = run("segment.yaml", *sets(model__n_componets=3, output__path=tmp_path / "out"))
     assert done.returncode == 2
@@ -316,6 +315,7 @@ def assert_same_output(out, reference):
     assert result(out).attrs["daskgmm"]["complete"]
 
 
+@pytest.mark.slow
 def test_killed_job_leaves_nothing_complete_and_resume_matches(tmp_path, table_store, reference):
     out = tmp_path / "out"
     start_and_kill(resumable(table_store) + sets(output__path=out), after_iteration=5)
@@ -335,6 +335,7 @@ def test_killed_job_leaves_nothing_complete_and_resume_matches(tmp_path, table_s
     assert_same_output(out, reference)
 
 
+@pytest.mark.slow
 def test_job_killed_while_writing_leaves_nothing_complete_and_resume_matches(
         tmp_path, table_store, reference):
     out = tmp_path / "out"

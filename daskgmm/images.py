@@ -1,0 +1,123 @@
+"""Image files in and out: PNG, JPEG and TIFF decoded with Pillow, PNG written."""
+
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# Pillow modes whose pixels are not 8-bit, and the NumPy dtype each decodes to.
+_PILLOW_DTYPES = {"I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I": np.int32,
+                  "F": np.float32}
+_CONVERTED_MODES = {"1": "L", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+
+
+def _pillow():
+    try:
+        from PIL import Image
+    except ImportError:
+        raise ImportError("Reading and writing PNG/JPEG/TIFF needs Pillow: pip install pillow") \
+            from None
+    return Image
+
+
+def _decoded_mode(image):
+    """The mode an image's pixels are read in: palette, 1-bit and colour-space modes convert."""
+    if image.mode == "P":
+        return "RGBA" if "transparency" in image.info else "RGB"
+    return _CONVERTED_MODES.get(image.mode, image.mode)
+
+
+def image_file_info(path):
+    """Return the ``(height, width, channels)`` shape and dtype of an image file, from its header.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    shape : tuple of int
+    dtype : numpy.dtype
+
+    Raises
+    ------
+    ValueError
+        If Pillow cannot read the file as an image.
+    """
+    Image = _pillow()
+    try:
+        with Image.open(path) as image:
+            mode, (width, height) = _decoded_mode(image), image.size
+    except (OSError, SyntaxError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable image ({error}).") from None
+    dtype = np.dtype(_PILLOW_DTYPES.get(mode, np.uint8))
+    return (height, width, Image.getmodebands(mode)), dtype
+
+
+def read_image_file(path):
+    """Decode an image file to an array of shape ``(height, width, channels)``.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    numpy.ndarray
+        In native byte order; one channel for a grey image.
+    """
+    Image = _pillow()
+    with Image.open(path) as image:
+        mode = _decoded_mode(image)
+        pixels = np.asarray(image if mode == image.mode else image.convert(mode))
+    if pixels.dtype.byteorder == ">":
+        pixels = pixels.astype(pixels.dtype.newbyteorder("="))
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+def open_image_files(files, shape, dtype):
+    """Stack same-sized image files lazily, one per chunk.
+
+    Parameters
+    ----------
+    files : list of str or Path
+    shape : tuple of int
+        ``(height, width, channels)`` of every file (see :func:`image_file_info`).
+    dtype : numpy.dtype
+
+    Returns
+    -------
+    dask.array.Array of shape (n_files, height, width, channels)
+    """
+    import dask
+
+    images = [da.from_delayed(dask.delayed(read_image_file)(str(f)), shape=shape, dtype=dtype)
+              for f in files]
+    return da.stack(images)
+
+
+def image_file_error(path):
+    """Decode every pixel of an image file; return why that failed, or None if it did not.
+
+    A batch checks its image files with this on the cluster before reading any of them: a file
+    whose header reads but whose pixels do not (truncated, corrupt) fails only when decoded.
+    """
+    try:
+        read_image_file(path)
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"not a readable image ({error})"
+    return None
+
+
+def write_png(path, pixels):
+    """Write an ``(height, width, 3)`` or ``(height, width)`` uint8 array as a PNG file.
+
+    Parameters
+    ----------
+    path : str or Path
+        Its folder is created if missing.
+    pixels : numpy.ndarray
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _pillow().fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")

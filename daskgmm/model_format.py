@@ -1,0 +1,162 @@
+"""The fitted model's Zarr format: a GaussianMixture's parameters and fitted values in a group.
+
+A saved model is a Zarr group holding one array per fitted array (``weights_``, ``means_``, ...)
+and ``lower_bounds_``, and the attributes ``format``, ``format_version``, ``params`` (the
+estimator's parameters) and ``fitted`` (its fitted scalars). A job adds its own attributes
+(the scaling of the features, under ``preprocessing``).
+"""
+
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from . import atomic
+from .guard import Guard, is_url
+
+MODEL_FORMAT = "daskgmm.GaussianMixture"
+MODEL_FORMAT_VERSION = 1
+# The kind of folder a saved model is, as its ownership marker names it.
+MODEL = "model"
+_FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+_FITTED_SCALARS = ("converged_", "n_iter_", "lower_bound_", "n_features_in_", "n_reseeded_")
+
+
+def _json_value(value):
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if value is None or isinstance(value, (bool, int, float, str, list)):
+        return value
+    return None
+
+
+def write_model_group(group, model):
+    """Write a fitted model's arrays and attributes into an open Zarr group.
+
+    Parameters
+    ----------
+    group : zarr.Group
+    model : GaussianMixture
+        Fitted.
+    """
+    for name in _FITTED_ARRAYS:
+        group.create_array(name, data=np.asarray(getattr(model, name)))
+    group.create_array("lower_bounds_", data=np.asarray(model.lower_bounds_, dtype=np.float64))
+    params = {name: _json_value(value) for name, value in model.get_params().items()}
+    group.attrs.update(
+        {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "params": params,
+            "fitted": {name: _json_value(getattr(model, name)) for name in _FITTED_SCALARS},
+        }
+    )
+
+
+def read_model_group(group, cls):
+    """Rebuild a fitted model from a Zarr group written by :func:`write_model_group`.
+
+    Parameters
+    ----------
+    group : zarr.Group
+    cls : type
+        The estimator class, e.g. :class:`~daskgmm.GaussianMixture`.
+
+    Returns
+    -------
+    GaussianMixture
+        Fitted, with its public fitted attributes set.
+
+    Raises
+    ------
+    ValueError
+        If the group holds no daskgmm model, or one of a newer format.
+    """
+    attrs = dict(group.attrs)
+    if attrs.get("format") != MODEL_FORMAT:
+        raise ValueError(f"Zarr group holds no daskgmm model (format {attrs.get('format')!r}).")
+    if attrs.get("format_version", 0) > MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"Model format version {attrs['format_version']} is newer than this daskgmm reads "
+            f"({MODEL_FORMAT_VERSION}); upgrade daskgmm."
+        )
+    model = cls(**attrs["params"])
+    for name in _FITTED_ARRAYS:
+        setattr(model, name, group[name][...])
+    model.lower_bounds_ = group["lower_bounds_"][...].tolist()
+    for name, value in attrs["fitted"].items():
+        setattr(model, name, value)
+    return model
+
+
+def save_model(model, path, overwrite=False):
+    """Save a fitted GaussianMixture to a Zarr group at ``path``, atomically.
+
+    Only a model daskgmm saved, holding nothing else, is replaced (with ``overwrite``).
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        Fitted.
+    path : str or Path
+    overwrite : bool, default=False
+
+    Raises
+    ------
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is False.
+    ValueError
+        If ``path`` holds anything but a model daskgmm saved.
+    """
+    if Path(path).exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
+    path = Guard().check(path, "path", MODEL, replace=True)
+    with atomic.atomic_directory(path, MODEL) as staging:
+        write_model_group(zarr.open_group(str(staging), mode="a"), model)  # keeps the marker
+
+
+def load_model(path, cls):
+    """Load a model saved with :func:`save_model` (or written by :func:`write_model`).
+
+    Parameters
+    ----------
+    path : str or Path
+        A local folder or an fsspec URL.
+    cls : type
+        The estimator class.
+
+    Returns
+    -------
+    GaussianMixture
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is nothing at a local ``path``.
+    """
+    path = str(path)
+    if not is_url(path) and not Path(path).exists():
+        raise FileNotFoundError(f"No saved model at {path!r}.")
+    return read_model_group(zarr.open_group(path, mode="r"), cls)
+
+
+def write_model(path, model, attrs=None):
+    """Write a fitted model to a new Zarr group at ``path`` with extra ``attrs`` (not atomic).
+
+    Used inside a job's staging directory, which is itself committed atomically; the group reads
+    back with :func:`load_model` (or ``GaussianMixture.load``), its attributes with
+    :func:`daskgmm.store.read_attrs`.
+
+    Parameters
+    ----------
+    path : Path
+    model : GaussianMixture
+        Fitted.
+    attrs : dict, optional
+        JSON-ready attributes recorded beside the model's own.
+    """
+    group = zarr.open_group(str(path), mode="w")
+    write_model_group(group, model)
+    group.attrs.update(attrs or {})

@@ -1,0 +1,160 @@
+"""What an input's path names: its format (told from the path unless configured) and its files.
+
+The one place both kinds of job tell formats apart and list files: a single job
+(:mod:`.inputs`: a Zarr store or URL, image files, CSV or Parquet files) and the batch mode of
+the segment job (:mod:`.batch_inputs`: a local folder or glob of image files, or a Zarr group).
+"""
+
+import glob
+import os
+from pathlib import Path
+
+from daskgmm.config import ConfigError
+from daskgmm.guard import glob_root, is_url
+from daskgmm.images import IMAGE_SUFFIXES
+from daskgmm.store import is_zarr_store
+from daskgmm.tables import TABLE_SUFFIXES
+
+
+def is_zarr_path(path):
+    """Whether ``path`` names a Zarr store: a URL, a name ending in ``.zarr`` or a Zarr folder."""
+    return path.rstrip("/").endswith(".zarr") or is_zarr_store(path)
+
+
+def input_format(config, key):
+    """Return the format of a job's input: as configured, or told from its path.
+
+    Parameters
+    ----------
+    config : InputConfig
+    key : str
+        The section's dotted path, for messages.
+
+    Returns
+    -------
+    {'zarr', 'images', 'csv', 'parquet'}
+
+    Raises
+    ------
+    ConfigError
+        If nothing is at the path, or its name tells no format.
+    """
+    if config.format != "auto":
+        return config.format
+    if is_zarr_path(config.path):
+        return "zarr"
+    if Path(config.path).is_dir():
+        return "images"
+    return _format_of_files(config.path, key)
+
+
+def _format_of_files(path, key):
+    """The format of a file, or of a glob's first match, told from its suffix."""
+    if glob.has_magic(path):
+        matches = sorted(glob.glob(path))
+    else:
+        matches = [path] if Path(path).exists() else []
+    if not matches:
+        raise ConfigError(f"no such file, folder or Zarr store: {path!r}", f"{key}.path")
+    suffix = Path(matches[0]).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "images"
+    if suffix in TABLE_SUFFIXES:
+        return TABLE_SUFFIXES[suffix]
+    raise ConfigError(f"cannot tell the format of {path!r} from its name; set {key}.format to "
+                      "zarr, images, csv or parquet", f"{key}.format")
+
+
+def batch_input_format(config, key="input"):
+    """Return ``'zarr'`` (a group whose arrays are the inputs) or ``'images'`` (a folder/glob).
+
+    Parameters are those of :func:`input_format`.
+
+    Raises
+    ------
+    ConfigError
+        For a remote path (an input's identity is read from the local file system) or a table
+        format.
+    """
+    if is_url(config.path):
+        raise ConfigError(f"batch mode reads local files, got {config.path!r}", f"{key}.path")
+    if config.format in ("zarr", "images"):
+        return config.format
+    if config.format != "auto":
+        raise ConfigError(f"batch mode reads image files or a Zarr group, not {config.format}",
+                          f"{key}.format")
+    return "zarr" if is_zarr_path(config.path) else "images"
+
+
+def _listed(pattern, recursive=False):
+    """The folder a glob or folder lists from and the paths it lists; None when it is neither."""
+    if glob.has_magic(pattern):
+        return glob_root(pattern), glob.glob(pattern, recursive=recursive)
+    if Path(pattern).is_dir():
+        return Path(pattern), [str(child) for child in Path(pattern).iterdir()]
+    return None
+
+
+def input_files(path, key, suffixes, what):
+    """Return the files a job's input names, sorted.
+
+    A glob's matches, the files of a folder with one of ``suffixes``, or the one file.
+
+    Parameters
+    ----------
+    path : str
+    key : str
+        The section's dotted path, for messages.
+    suffixes : tuple of str
+        Lowercase suffixes of the files a folder is read for.
+    what : str
+        The kind of file, for messages (``PNG/JPEG/TIFF``).
+
+    Raises
+    ------
+    ConfigError
+        If there is no such file.
+    """
+    listed = _listed(path)
+    if listed is None:
+        files = [path] if Path(path).exists() else []
+    else:
+        files = sorted(name for name in listed[1]
+                       if glob.has_magic(path) or Path(name).suffix.lower() in suffixes)
+    if not files:
+        raise ConfigError(f"no {what} files at {path!r}", f"{key}.path")
+    return files
+
+
+def image_files(path, key):
+    """Return the folder a batch's images are keyed from, and its image files, sorted.
+
+    The glob is normalised lexically first (``os.path.normpath``) and matches recursively;
+    only files with an image suffix are kept.
+
+    Parameters
+    ----------
+    path : str
+        A folder, or a glob of files.
+    key : str
+        The section's dotted path, for messages.
+
+    Returns
+    -------
+    root : Path
+        The folder, or the glob's fixed part.
+    files : list of Path
+
+    Raises
+    ------
+    ConfigError
+        If ``path`` is neither a folder nor a glob.
+    """
+    listed = _listed(os.path.normpath(path), recursive=True)
+    if listed is None:
+        raise ConfigError(f"no such folder: {path!r} (batch mode reads a folder or glob of "
+                          "images, or a Zarr group)", f"{key}.path")
+    root, found = listed
+    files = sorted(Path(name) for name in found)
+    return root, [file for file in files if file.suffix.lower() in IMAGE_SUFFIXES
+                  and file.is_file()]

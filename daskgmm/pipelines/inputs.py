@@ -1,0 +1,205 @@
+"""A job's inputs: each ``input`` section checked and described before any work, then opened.
+
+A Zarr array is opened as it is; image files are ingested into a Zarr array first (once: a
+store that holds the very same files is reused); CSV and Parquet files are read as rows; data
+configured with ``generate`` is written first when it is missing.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from daskgmm import store
+from daskgmm.config import ConfigError
+from daskgmm.images import IMAGE_SUFFIXES, image_file_info, open_image_files
+from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
+from daskgmm.tables import TABLE_SUFFIXES, open_table, table_rows
+
+from .input_paths import input_files, input_format
+from .progress import compute
+
+# The kind of folder image files are ingested into, as its ownership marker names it.
+INGEST = "ingest"
+
+
+@dataclass
+class Creates:
+    """A path a source writes before it is read: an ingest store, or generated data."""
+
+    path: str
+    key: str
+    kind: str
+    replace: bool
+
+    def check(self, guard):
+        """Clear the path with the job's guard; return where to write."""
+        return guard.check(self.path, self.key, self.kind, replace=self.replace)
+
+
+@dataclass
+class Source:
+    """One input, described before any work; :meth:`open` returns its lazy Dask array.
+
+    ``opener(guard)`` returns the array; a source that writes first (``creates``) clears that
+    path with the guard.
+    """
+
+    key: str
+    path: str
+    kind: str
+    shape: tuple
+    dtype: np.dtype
+    opener: object
+    chunks: tuple = None
+    creates: Creates = None
+
+    def open(self, guard=None):
+        """Return the input as a Dask array (ingesting or generating it first if needed)."""
+        array = self.opener(guard)
+        self.shape, self.dtype, self.chunks = array.shape, array.dtype, array.chunks
+        return array
+
+    def describe(self):
+        """One line for the plan."""
+        shape = "(" + ", ".join("?" if size is None else str(size) for size in self.shape) + ")"
+        if None in self.shape:
+            shape += " (rows counted when read)"
+        chunks = "" if self.chunks is None else f" chunks {tuple(c[0] for c in self.chunks)}"
+        return f"{self.key}: {self.path} [{self.kind}] shape {shape} {self.dtype}{chunks}"
+
+    def record(self):
+        """What the output records about its input: path, kind, shape, chunks, dtype."""
+        return {"path": self.path, "kind": self.kind, "shape": list(self.shape),
+                "chunks": [list(c) for c in self.chunks or ()], "dtype": str(self.dtype)}
+
+
+def generates(config):
+    """Whether the job writes its input first: it is configured to, and the input is missing."""
+    return config.generate is not None and not Path(config.path).exists()
+
+
+def _zarr_source(config, key):
+    try:
+        array = store.open_array(config.path, config.array)
+    except FileNotFoundError:
+        raise ConfigError(f"no Zarr store at {config.path!r}", f"{key}.path") from None
+    except ValueError as error:
+        raise ConfigError(str(error), f"{key}.array" if config.array else f"{key}.path") from None
+    except Exception as error:  # zarr's own errors for a folder that holds no Zarr metadata
+        raise ConfigError(f"cannot open {config.path!r} as Zarr ({error})", f"{key}.path") \
+            from None
+    if array.dtype.kind not in "biuf":
+        raise ConfigError(f"{config.path!r} holds {array.dtype} values; need numbers",
+                          f"{key}.path")
+    return Source(key, config.path, "zarr", array.shape, array.dtype, lambda guard: array,
+                  array.chunks)
+
+
+def _image_layout(files, key):
+    """The ``(height, width, channels)`` shape and dtype all the image files share."""
+    try:
+        layouts = [image_file_info(f) for f in files]
+    except ValueError as error:
+        raise ConfigError(str(error), f"{key}.path") from None
+    for name, layout in zip(files, layouts):
+        if layout != layouts[0]:
+            raise ConfigError(f"images must share one size and pixel type: {files[0]} is "
+                              f"{layouts[0][0]} {layouts[0][1]}, {name} is {layout[0]} "
+                              f"{layout[1]}", f"{key}.path")
+    return layouts[0]
+
+
+def _image_source(config, key, ingest_to):
+    files = input_files(config.path, key, IMAGE_SUFFIXES, "PNG/JPEG/TIFF")
+    shape, dtype = _image_layout(files, key)
+    creates = Creates(config.ingest_to or ingest_to, f"{key}.ingest_to", INGEST, replace=True)
+    return Source(key, config.path, f"{len(files)} image file(s), ingested to {creates.path}",
+                  (len(files),) + shape, dtype,
+                  lambda guard: _ingested(files, shape, dtype, creates.check(guard)),
+                  creates=creates)
+
+
+def _ingested(files, shape, dtype, target):
+    """The image files as a Zarr array at ``target``, written unless it holds these very files.
+
+    ``target`` is cleared by the job's guard: it is new, or a store daskgmm ingested before.
+    """
+    signature = [[str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns]
+                 for f in files]
+    if not target.exists() or store.read_attrs(target).get("sources") != signature:
+        images = open_image_files(files, shape, dtype)
+        store.write_array(target, images, INGEST, attrs={"sources": signature},
+                          compute=lambda write: compute(write, label=f"ingesting to {target}"))
+    return store.open_array(target)
+
+
+def _table_source(config, key, kind):
+    files = input_files(config.path, key, tuple(TABLE_SUFFIXES), "CSV/Parquet")
+    try:
+        frame = open_table(files, kind, config.columns)
+    except ImportError as error:
+        raise ConfigError(str(error), f"{key}.format") from None
+    except ValueError as error:
+        raise ConfigError(str(error), f"{key}.columns") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {config.path!r}: {error}", f"{key}.path") from None
+    dtype = frame.to_dask_array().dtype
+    label = f"{kind}, {len(files)} file(s), columns {', '.join(map(str, frame.columns))}"
+    return Source(key, config.path, label, (None, len(frame.columns)), dtype,
+                  lambda guard: table_rows(frame))
+
+
+def _generated_source(config, key):
+    shape, dtype = sample_layout(config.generate)
+    creates = Creates(config.path, f"{key}.path", SAMPLE, replace=False)
+
+    def generate(guard):
+        path = creates.check(guard)
+        write_sample(config.generate, path,
+                     compute=lambda write: compute(write, label=f"generating {config.path}"))
+        return store.open_array(path)
+
+    return Source(key, config.path, f"{config.generate}, generated now", shape, dtype, generate,
+                  creates=creates)
+
+
+def resolve_source(config, key, ingest_to=None):
+    """Check an ``input`` section and describe its data without reading it.
+
+    Parameters
+    ----------
+    config : InputConfig
+    key : str
+        The section's dotted path, for messages.
+    ingest_to : str, optional
+        Where image files are ingested when ``ingest_to`` is not configured.
+
+    Returns
+    -------
+    Source
+    """
+    if generates(config):
+        return _generated_source(config, key)
+    kind = input_format(config, key)
+    if kind == "zarr":
+        return _zarr_source(config, key)
+    if kind == "images":
+        return _image_source(config, key, ingest_to)
+    return _table_source(config, key, kind)
+
+
+def resolve_table(config, key):
+    """As :func:`resolve_source`, for an input that must be 2-D ``(rows, features)``.
+
+    Raises
+    ------
+    ConfigError
+        If the input is not 2-D.
+    """
+    source = resolve_source(config, key)
+    if len(source.shape) != 2:
+        raise ConfigError(f"expected a 2-D array (rows, features), got shape "
+                          f"{tuple(source.shape)}; for images use pipeline: segment",
+                          f"{key}.path")
+    return source
