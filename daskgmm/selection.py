@@ -3,7 +3,6 @@
 from dataclasses import dataclass, field
 
 import dask.array as da
-import numpy as np
 
 from .mixture import GaussianMixture
 from .options import CRITERIA
@@ -31,6 +30,13 @@ class ModelSelection:
 
     def __iter__(self):
         return iter((self.table, self.best_model))
+
+    def add(self, row, model):
+        """Add a fitted model's row; it becomes the best if its criterion is strictly lowest."""
+        if self.best_model is None or row[self.criterion] < min(
+                previous[self.criterion] for previous in self.table):
+            self.best_model = model
+        self.table.append(row)
 
 
 def select_model(X, n_components=(1, 2, 3, 4, 5), covariance_types=("full",), criterion="bic",
@@ -72,7 +78,6 @@ def select_model(X, n_components=(1, 2, 3, 4, 5), covariance_types=("full",), cr
     if isinstance(X, da.Array):
         X = X.persist()
     result = ModelSelection(criterion=criterion)
-    best_score = np.inf
     for k, covariance_type in grid:
         model = GaussianMixture(n_components=k, covariance_type=covariance_type, **params)
         model.fit(X, sample_weight=sample_weight)
@@ -85,7 +90,5 @@ def select_model(X, n_components=(1, 2, 3, 4, 5), covariance_types=("full",), cr
             "converged": bool(model.converged_),
             "n_iter": int(model.n_iter_),
         }
-        result.table.append(row)
-        if result.best_model is None or row[criterion] < best_score:
-            result.best_model, best_score = model, row[criterion]
+        result.add(row, model)
     return result

@@ -18,13 +18,8 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from conftest import COVARIANCE_TYPES, make_blobs
 from daskgmm import GaussianMixture
 from daskgmm.engine import dask_row_data, numpy_row_data
-from daskgmm.init import (
-    initial_responsibilities,
-    initial_stats,
-    kmeans_centers,
-    kmeans_parallel_centers,
-    sample_rows,
-)
+from daskgmm.init import initial_responsibilities, initial_stats
+from daskgmm.kmeans import kmeans_centers, kmeans_parallel_centers, sample_rows
 from daskgmm.options import INIT_METHODS
 
 N_COMPONENTS = 3

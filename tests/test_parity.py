@@ -122,9 +122,10 @@ def assert_same_inference(ours, reference, data, X):
     assert_allclose(results["score_samples"], reference.score_samples(X), rtol=1e-7)
 
 
-@pytest.mark.parametrize("max_iter", [1, 20])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_matches_sklearn(X, covariance_type, max_iter, input_kind, request, tmp_path):
+def test_matches_sklearn(X, covariance_type, input_kind, request, tmp_path):
+    # Twenty iterations; the lower bounds of all of them are compared, the first included.
+    max_iter = 20
     init = initial_parameters(X, covariance_type)
     data = as_input(X, input_kind, folder=tmp_path)
     client = request.getfixturevalue("client") if input_kind.endswith("-cluster") else None

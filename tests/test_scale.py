@@ -69,7 +69,8 @@ def reads_summed(client):
 
 def least_and_most(reads, keys):
     """The fewest and most reads of one chunk (a chunk never read counts 0)."""
-    counts = [reads.get(key, 0) for key in keys] + [n for key, n in reads.items() if key not in keys]
+    unknown = [count for key, count in reads.items() if key not in keys]
+    counts = [reads.get(key, 0) for key in keys] + unknown
     return min(counts), max(counts)
 
 

@@ -15,7 +15,7 @@ import io
 import json
 import logging
 
-from daskgmm import select_model
+from daskgmm import ModelSelection, select_model
 from daskgmm.config import SelectConfig
 
 from .inputs import resolve_table
@@ -65,18 +65,15 @@ def _fit_grid(prepared, X):
     """Fit every grid cell not in the checkpoint; return the table and the best model."""
     grid, config = prepared.extra["grid"], prepared.config
     models, state = prepared.resumed or ({}, {"rows": []})
-    table, best = list(state["rows"]), models.get("best")
+    selection = ModelSelection(list(state["rows"]), models.get("best"), grid.criterion)
     cells = [(k, c) for c in grid.covariance_types for k in grid.n_components]
-    for k, covariance_type in cells[len(table):]:
+    for k, covariance_type in cells[len(selection.table):]:
         logger.info("fitting n_components=%d covariance_type=%s", k, covariance_type)
-        result = select_model(X, n_components=[k], covariance_types=[covariance_type],
-                              criterion=grid.criterion, **_grid_params(config.model))
-        row = result.table[0]
-        if best is None or row[grid.criterion] < min(r[grid.criterion] for r in table):
-            best = result.best_model
-        table.append(row)
-        prepared.checkpoint.save({"best": best}, {"rows": table})
-    return table, best
+        cell = select_model(X, n_components=[k], covariance_types=[covariance_type],
+                            criterion=grid.criterion, **_grid_params(config.model))
+        selection.add(*cell.table, cell.best_model)
+        prepared.checkpoint.save({"best": selection.best_model}, {"rows": selection.table})
+    return tuple(selection)
 
 
 def table_csv(table):
