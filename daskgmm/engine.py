@@ -20,11 +20,12 @@ import numpy as np
 from .dask_compat import TaskRef, active_client
 from .graph import block_inputs, reduction_graph
 from .kernels import float_dtype_of
+from .options import GAUSSIAN_MIXTURE_PARAMETERS
 from .placement import blocks_per_task, chunk_holders, task_runs
 from .threads import map_in_threads, single_threaded_blas
 from .tree import tree_reduce
 
-DEFAULT_SPLIT_EVERY = 8
+DEFAULT_SPLIT_EVERY = GAUSSIAN_MIXTURE_PARAMETERS["split_every"].default
 # NumPy input is cut into blocks of about this many elements (8 MB of float64).
 _NUMPY_BLOCK_ELEMENTS = 1 << 20
 

@@ -55,7 +55,7 @@ GAUSSIAN_MIXTURE_PARAMETERS = {
     "verbose_interval": Parameter("int", 10, low=1),
     "warm_start": Parameter("bool", False),
     "persist": Parameter("bool", False),
-    # The fan-in of the statistics' merge tree; the engine's own default is the same.
+    # The fan-in of the statistics' merge tree (the engine's default too).
     "split_every": Parameter("int", 8, low=2),
     "block_rows": Parameter("int", None, low=1, nullable=True),
     "weights_init": Parameter("initial"),

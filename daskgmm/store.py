@@ -135,7 +135,7 @@ def store_arrays(path, arrays, fill_values=None):
 
 
 # ------------------------------------------------------------------ batch inputs
-# Read by the batch mode of the segment job (pipelines/batch_inputs.py lists, batch_run.py checks).
+# Read by the batch mode (daskgmm/pipelines/batch_inputs.py lists, batch_run.py checks).
 
 
 def _is_array_folder(folder):

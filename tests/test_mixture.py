@@ -11,7 +11,6 @@ from conftest import COVARIANCE_TYPES, assert_same_model, make_blobs
 import daskgmm
 from daskgmm import GaussianMixture, base, mixture
 from daskgmm.base import EMRun
-from daskgmm.engine import DEFAULT_SPLIT_EVERY
 from daskgmm.mixture import FitState
 from daskgmm.options import GAUSSIAN_MIXTURE_PARAMETERS, defaults
 
@@ -95,7 +94,6 @@ def test_the_signature_defaults_are_the_parameter_table():
     declared = {name: p.default for name, p in signature.items() if name != "self"}
     assert declared == defaults(GAUSSIAN_MIXTURE_PARAMETERS)
     assert list(GaussianMixture().get_params()) == sorted(GAUSSIAN_MIXTURE_PARAMETERS)
-    assert declared["split_every"] == DEFAULT_SPLIT_EVERY
 
 
 PIECES = ("_check_initial_parameters", "_initial_parameters", "_log_density_of", "_m_step",
