@@ -156,7 +156,8 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         ----------
         X : array-like, dask.array.Array, zarr.Array or str of shape (n_samples, n_features)
             Training data; a string is a Zarr store path or URL. Dask and Zarr data are
-            streamed chunk by chunk and never gathered.
+            streamed chunk by chunk and never gathered. Also a DataArray or a dask DataFrame:
+            see :func:`daskgmm.array_inputs.as_array`.
         y : Ignored
         sample_weight : array-like or dask.array.Array of shape (n_samples,), default=None
             Non-negative weights of the rows (2 counts a row twice). Weights all below the

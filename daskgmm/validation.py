@@ -5,11 +5,11 @@ message for the same mistake, the same words are used so code matching on them k
 """
 
 import numbers
-import os
 
 import dask.array as da
 import numpy as np
 
+from .array_inputs import as_array
 from .covariance import is_symmetric_positive_definite, precisions_shape
 from .engine import dask_row_data, numpy_row_data
 from .kernels import count_nonfinite_rows, float_dtype_of, raise_if_nonfinite
@@ -112,32 +112,6 @@ def as_random_state(random_state):
     )
 
 
-def _as_array(X):
-    """Return X as a NumPy or Dask array; paths and Zarr arrays are read lazily through Dask."""
-    if isinstance(X, da.Array):
-        return X
-    if isinstance(X, (str, os.PathLike)):
-        from .store import open_array
-
-        return open_array(X)
-    if type(X).__module__.startswith("zarr"):
-        from .reading import as_dask_array
-
-        return as_dask_array(X)
-    if hasattr(X, "tocsr") or hasattr(X, "todense"):
-        raise TypeError(
-            "Sparse input is not supported by GaussianMixture; pass a dense array, e.g. "
-            "X.toarray(), or a Dask array built from dense chunks."
-        )
-    X = np.asarray(X)
-    if X.dtype == object:
-        try:
-            return X.astype(np.float64)
-        except (TypeError, ValueError) as error:
-            raise TypeError(f"X has dtype object and does not convert to float: {error}") from None
-    return X
-
-
 def _check_dims(X, name="X"):
     if X.ndim == 1:
         raise ValueError(
@@ -180,14 +154,15 @@ def check_X(X, n_components=None, n_features=None):
 
     Parameters
     ----------
-    X : array-like, dask.array.Array, zarr.Array or str
-        The data; a string or path is a Zarr store (or fsspec URL).
+    X : array-like, dask.array.Array, zarr.Array, str, xarray.DataArray or dask DataFrame
+        The data; a string or path is a Zarr store (or fsspec URL); see
+        :func:`daskgmm.array_inputs.as_array`.
     n_components : int, optional
         When given (fitting), X must have at least this many rows and at least two.
     n_features : int, optional
         When given (predicting), X must have this many columns.
     """
-    X = _as_array(X)
+    X = as_array(X)
     _check_dims(X)
     if isinstance(X, da.Array):
         X = _rows_only(X)
@@ -264,7 +239,7 @@ def check_sample_weight(sample_weight, X):
         return None
     if np.isscalar(sample_weight):
         sample_weight = np.full(X.shape[0], float(sample_weight))
-    weights = sample_weight if isinstance(sample_weight, da.Array) else np.asarray(sample_weight)
+    weights = as_array(sample_weight, name="sample_weight")
     if weights.ndim != 1 or weights.shape[0] != X.shape[0]:
         raise ValueError(
             f"sample_weight.shape == {weights.shape}, expected {(X.shape[0],)}!"
