@@ -46,7 +46,8 @@ class RowData:
     the same kind with the same row blocks. ``row_starts`` holds the first row of every block.
     ``last_result`` holds the futures of the last pass's results on a distributed cluster (see
     :func:`_compute`); ``result_nbytes`` the size of one block function's result, by function,
-    pickled, as first seen (see :func:`daskgmm.graph.client_merges`).
+    pickled, as first seen (see :func:`daskgmm.graph.client_merges`). ``n_passes`` counts the
+    passes :func:`map_reduce` made over the data.
     """
 
     data: object
@@ -55,6 +56,7 @@ class RowData:
     block_rows: int = 0
     last_result: object = None
     result_nbytes: dict = field(default_factory=dict)
+    n_passes: int = 0
 
     @property
     def is_dask(self):
@@ -142,6 +144,7 @@ def map_reduce(source, block_fn, *args, split_every=DEFAULT_SPLIT_EVERY):
     (:func:`daskgmm.graph.client_merges`) come back to the client, which merges them. For NumPy
     data the blocks run on a thread pool in-process.
     """
+    source.n_passes += 1
     with single_threaded_blas():
         if source.is_dask:
             top = reduction_graph(source, block_fn, args, split_every)

@@ -6,6 +6,8 @@ coefficients, and how the sufficient statistics become the next parameters (the 
 re-seeding of components that lost their weight).
 """
 
+import logging
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -26,6 +28,8 @@ from .validation import (
 
 # EMRun and FitState are the loop's, and public here too, where a GaussianMixture's fit is.
 __all__ = ["EMRun", "FitState", "GaussianMixture", "MixtureParams"]
+
+logger = logging.getLogger("daskgmm")
 
 # A component whose weighted count falls below this many average rows is re-seeded.
 _STARVED_ROWS = 1e-3
@@ -192,8 +196,11 @@ class GaussianMixture(BaseMixture):
         weights, means, precisions = self.weights_init, self.means_init, self.precisions_init
         covariances = None
         if weights is None or means is None or precisions is None:
+            started, passes = time.perf_counter(), source.n_passes
             stats = initial_stats(source, self.n_components, self.init_params,
                                   self.covariance_type, random_state, self.split_every)
+            logger.info("initialization %s: %d passes over the data (%.3fs)", self.init_params,
+                        source.n_passes - passes, time.perf_counter() - started)
             raise_if_nonfinite(stats.n_nonfinite)
             padded_counts, fitted_means, covariances = cov.estimate_gaussian_parameters(
                 stats, self.reg_covar, self.covariance_type, cov.count_padding(source.dtype)

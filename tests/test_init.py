@@ -7,10 +7,13 @@ responsibilities are valid (in [0, 1]; a row's sum to one, or one chosen row per
 the same ``random_state`` gives the same start, on any scheduler.
 """
 
+import logging
+
 import dask
 import dask.array as da
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
@@ -199,3 +202,35 @@ def test_rows_at_the_centres_are_never_drawn_again(X, threads):
     rows, _ = sample_rows(source, 50, np.random.default_rng(0), centers=centers)
 
     assert len(rows) == 50 and not set(rows.tolist()) & {0, 500, 1000}
+
+
+# ---------------------------------------------------------------- passes over the data
+
+
+def is_pass(graph):
+    """Whether a computed graph is a pass (its keys are named ``daskgmm-pass-...``)."""
+    names = {key[0] if isinstance(key, tuple) else key for key in graph}
+    return any(str(name).startswith("daskgmm-pass-") for name in names)
+
+
+# The passes each method makes on Dask input, the last one the statistics under the start;
+# kmeans adds its Lloyd passes (at least one) to k-means||'s 1 + 5 rounds + 1 weighing.
+PASSES = {"random": 1, "random_from_data": 2, "k-means++": N_COMPONENTS + 1}
+
+
+@pytest.mark.parametrize("init_params", INIT_METHODS)
+def test_the_log_counts_the_initialisations_passes(X, init_params, threads, caplog):
+    data = da.from_array(X, chunks=(CHUNK_ROWS, -1))
+    graphs = []
+    with Callback(start=graphs.append), caplog.at_level(logging.INFO, logger="daskgmm"):
+        initial_model(data, init_params)
+    passes = sum(map(is_pass, graphs))
+
+    logged = [record.getMessage() for record in caplog.records
+              if record.getMessage().startswith(f"initialization {init_params}:")]
+    assert logged == [f"initialization {init_params}: {passes} passes over the data "
+                      + logged[0].rsplit(" ", 1)[1]]
+    if init_params == "kmeans":
+        assert passes >= 9
+    else:
+        assert passes == PASSES[init_params]
