@@ -1,4 +1,4 @@
-"""Helpers shared by the scale benchmarks (out-of-core, overhead, peers) and tests/test_scale.py.
+"""Helpers shared by the scale benchmarks (out-of-core, overhead, peers).
 
 Data are rows drawn from a fixed mixture of Gaussians, generated block by block from
 ``(seed, block index)``, so a dataset of any size is cheap to build lazily on the workers, to
@@ -7,13 +7,11 @@ fits them from the same explicit initial parameters (the generating means plus n
 initialisation pass runs and every fit does exactly ``max_iter`` EM passes.
 """
 
-import collections
 import logging
 import os
 import platform
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -26,6 +24,11 @@ from zarr.storage import LocalStore
 SEED = 20240607
 MiB = 2.0**20
 REPO = Path(__file__).resolve().parents[1]
+
+# The worker-side read counter is the tests' own (one copy): it imports only zarr, so a worker
+# that unpickles the counting store loads nothing heavier. Workers inherit this sys.path.
+sys.path.insert(0, str(REPO / "tests"))
+from worker_probes import CountingStore, chunk_reads, reset_chunk_reads  # noqa: E402, F401
 
 
 # ---------------------------------------------------------------------------- data
@@ -95,32 +98,6 @@ def write_zarr(path, n_rows, n_features, n_components, chunk_rows, dtype=np.floa
 
 
 # ---------------------------------------------------------------------------- counting reads
-
-# Per process: chunk key -> number of ``get`` calls. Read on workers with ``client.run``.
-_chunk_reads = collections.Counter()
-_chunk_reads_lock = threading.Lock()
-
-
-class CountingStore(LocalStore):
-    """A Zarr ``LocalStore`` that counts, in this process, every ``get`` of a chunk key."""
-
-    async def get(self, key, prototype=None, byte_range=None):
-        if key.startswith("c/"):
-            with _chunk_reads_lock:
-                _chunk_reads[key] += 1
-        return await super().get(key, prototype, byte_range)
-
-
-def chunk_reads():
-    """Return this process's chunk-read counts since the last reset."""
-    with _chunk_reads_lock:
-        return dict(_chunk_reads)
-
-
-def reset_chunk_reads():
-    with _chunk_reads_lock:
-        _chunk_reads.clear()
-
 
 def open_counted(path):
     """Open the Zarr array at ``path`` lazily as Dask, through a :class:`CountingStore`."""
