@@ -6,7 +6,6 @@ iteration is one pass of the fused per-chunk kernel (:func:`daskgmm.kernels.em_b
 M-step on the merged statistics; a subclass supplies the model's pieces.
 """
 
-import logging
 import time
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -16,7 +15,9 @@ import dask.array as da
 import numpy as np
 
 from .engine import map_reduce, map_rows
-from .kernels import em_pass_block, label_block, proba_block, raise_if_nonfinite, score_block
+from .evaluation import label_block, proba_block, score_block
+from .fit_log import log_iteration, log_run_end, log_run_start
+from .kernels import em_pass_block, raise_if_nonfinite
 from .sklearn_compat import BaseEstimator, ConvergenceWarning, DensityMixin, NotFittedError
 from .threads import single_threaded_blas
 from .validation import (
@@ -26,8 +27,6 @@ from .validation import (
     check_X,
     row_data,
 )
-
-logger = logging.getLogger("daskgmm")
 
 
 @dataclass
@@ -212,8 +211,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             for init in range(state.init, n_init):
                 state.init = init
                 if state.current is None:
-                    if self.verbose:
-                        print(f"Initialization {init}")
+                    log_run_start(self, init)
                     state.current = self._initial_run(source, random_state, do_init)
                     state.random_state = random_state.get_state()
                 self._run_em(source, state, callback)
@@ -249,10 +247,9 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             run.n_reseeded += reseeded
             change = run.record(self._compute_lower_bound(stats, run.params), self.tol)
             callback(state)
-            self._log_iteration(run.n_iter, run.lower_bound, change,
-                                time.perf_counter() - iteration_start)
-        self._print_verbose_init_end(run.lower_bound, run.converged,
-                                     time.perf_counter() - started)
+            log_iteration(self, run.n_iter, run.lower_bound, change,
+                          time.perf_counter() - iteration_start)
+        log_run_end(self, run.lower_bound, run.converged, time.perf_counter() - started)
 
     def _e_step(self, source, params):
         """One pass over the data: the merged sufficient statistics of the E-step under params."""
@@ -281,11 +278,16 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             )
 
     def _map_fitted(self, X, row_fn, **kwargs):
-        """Apply a per-row kernel of :mod:`daskgmm.kernels` to X under the fitted model."""
+        """Apply a per-row kernel of :mod:`daskgmm.evaluation` to X under the fitted model."""
         self._check_fitted()
         source = row_data(check_X(X, n_features=self.n_features_in_), None, self.block_rows)
-        density = self._log_density_of(self._get_parameters(), source.dtype)
-        return map_rows(source, row_fn, density, **kwargs)
+        return map_rows(source, row_fn, self.log_density(source.dtype), **kwargs)
+
+    def log_density(self, dtype=np.float64):
+        """The fitted mixture as a :class:`~daskgmm.kernels.LogDensity` for rows of ``dtype``:
+        what :func:`daskgmm.evaluation.evaluate_rows` evaluates, block by block."""
+        self._check_fitted()
+        return self._log_density_of(self._get_parameters(), dtype)
 
     def score_samples(self, X):
         """Return the log-likelihood of every row under the model.
@@ -324,26 +326,6 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         resp : ndarray or dask.array.Array of shape (n_samples, n_components)
         """
         return self._map_fitted(X, proba_block, n_columns=self.n_components)
-
-    # ------------------------------------------------------------------ reporting
-
-    def _log_iteration(self, n_iter, lower_bound, change, seconds):
-        logger.info("iteration %d lower bound %.10g change %.3g (%.3fs)",
-                    n_iter, lower_bound, change, seconds)
-        if self.verbose and n_iter % self.verbose_interval == 0:
-            if self.verbose == 1:
-                print(f"  Iteration {n_iter}")
-            else:
-                print(f"  Iteration {n_iter}\t time lapse {seconds:.5f}s\t ll change {change:.5f}")
-
-    def _print_verbose_init_end(self, lower_bound, converged, seconds):
-        message = "converged" if converged else "did not converge"
-        logger.info("initialization %s, lower bound %.10g (%.3fs)", message, lower_bound, seconds)
-        if self.verbose == 1:
-            print(f"Initialization {message}.")
-        elif self.verbose >= 2:
-            print(f"Initialization {message}. time lapse {seconds:.5f}s\t lower bound "
-                  f"{lower_bound:.5f}.")
 
 
 def _unwatched(state):

@@ -138,46 +138,6 @@ def _exp_floor(dtype):
     return dtype.type(1.0 + np.log(np.finfo(dtype).tiny))
 
 
-def weighted_log_prob(block, density):
-    """Return ``log w_k + log N(x | mu_k, Sigma_k)`` for every row of ``block``, shape (n, K)."""
-    block = np.asarray(block)
-    n_design = n_design_features(density.covariance_type, block.shape[1])
-    result = np.empty((len(block), density.n_components), dtype=density.dtype)
-    step = slice_length(n_design, len(block))
-    buffer = np.empty((n_design, step), dtype=density.dtype)
-    for rows in row_slices(len(block), step):
-        phi = design_matrix(block[rows], density.reference, density.covariance_type,
-                            buffer[:, : rows.stop - rows.start])
-        result[rows] = (density.coefficients @ phi).T
-    return result
-
-
-def log_prob_resp(block, density):
-    """Return ``(log p(x), log responsibilities)`` for a block, like scikit-learn's E-step.
-
-    Raises the ValueError of :func:`raise_if_nonfinite` if a row of ``block`` holds NaN or
-    infinity: a lazy prediction is checked only here, when its blocks are computed.
-    """
-    log_prob = weighted_log_prob(block, density)
-    row_max = log_prob.max(axis=1, keepdims=True)
-    with np.errstate(under="ignore", invalid="ignore", divide="ignore"):
-        log_norm = row_max + np.log(np.exp(log_prob - row_max).sum(axis=1, keepdims=True))
-        log_prob -= log_norm
-    _check_finite_rows(block, log_norm)
-    return log_norm[:, 0], log_prob
-
-
-def _check_finite_rows(block, log_norm):
-    """Raise if a row of ``block`` is not finite; rows are looked at only when needed.
-
-    A non-finite value makes its row's ``log p(x)`` NaN or -inf, so checking the n values of
-    ``log_norm`` finds every such block without a pass over its n x D values. A finite row can
-    overflow too (far from every component): the block's values decide whether to raise.
-    """
-    if not np.isfinite(log_norm).all():
-        raise_if_nonfinite(count_nonfinite_rows(np.asarray(block)))
-
-
 def _weighted_resp_shape(n_components, n_rows, covariance_type):
     """Room for the responsibilities of a slice, plus the row-weight row for 'tied'."""
     return (n_components + (covariance_type == "tied"), n_rows)
@@ -273,18 +233,3 @@ def responsibility_block(block, row_weights, resp, reference, covariance_type):
     stats = accumulator.stats(reference.astype(np.float64))
     stats.n_nonfinite = count_nonfinite_rows(phi[1 : 1 + block.shape[1]].T)
     return LowestRows(0).attach(stats, block)
-
-
-def score_block(block, density):
-    """Per-row log-likelihood of a block (``score_samples``)."""
-    return log_prob_resp(block, density)[0]
-
-
-def label_block(block, density):
-    """Per-row most probable component of a block (``predict``)."""
-    return log_prob_resp(block, density)[1].argmax(axis=1)
-
-
-def proba_block(block, density):
-    """Per-row responsibilities of a block (``predict_proba``)."""
-    return np.exp(log_prob_resp(block, density)[1])

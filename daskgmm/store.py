@@ -10,10 +10,17 @@ from pathlib import Path
 
 import dask.array as da
 import zarr
+from zarr.codecs import BloscCodec
 
 from . import atomic
 from .guard import is_url
 from .reading import as_dask_array
+
+
+# The outputs' codec: LZ4 with byte shuffling compresses labels and scores about as well as
+# Zarr's default Zstandard at several times its speed, so writing never limits a job
+# (bench/README.md).
+OUTPUT_COMPRESSOR = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 def open_array(path, component=None):
@@ -104,6 +111,27 @@ def write_attrs(path, attrs):
     zarr.open_group(str(path), mode="a").attrs.update(attrs)
 
 
+def create_arrays(path, specs):
+    """Create empty arrays in the Zarr group at ``path`` (created if new); return them by name.
+
+    Parameters
+    ----------
+    path : Path
+        Inside a job's staging directory.
+    specs : dict of str to tuple
+        ``(shape, chunks, dtype, fill_value)`` of each array; a chunk not yet written reads as
+        the fill value.
+
+    Returns
+    -------
+    dict of str to zarr.Array
+    """
+    group = zarr.open_group(str(path), mode="a")
+    return {name: group.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
+                                     fill_value=fill_value, compressors=OUTPUT_COMPRESSOR)
+            for name, (shape, chunks, dtype, fill_value) in specs.items()}
+
+
 def store_arrays(path, arrays, fill_values=None):
     """Create one array per entry of ``arrays`` in the Zarr group at ``path``; return the lazy
     write of all.
@@ -123,15 +151,12 @@ def store_arrays(path, arrays, fill_values=None):
         Computing it writes every array; one computation shares the work the arrays have in
         common (the input is read once).
     """
-    group = zarr.open_group(str(path), mode="a")
     fill_values = fill_values or {}
-    sources, targets = [], []
-    for name, data in arrays.items():
-        data = data.rechunk(data.chunksize)
-        targets.append(group.create_array(name, shape=data.shape, chunks=data.chunksize,
-                                          dtype=data.dtype, fill_value=fill_values.get(name)))
-        sources.append(data)
-    return da.store(sources, targets, lock=False, compute=False)
+    sources = {name: data.rechunk(data.chunksize) for name, data in arrays.items()}
+    targets = create_arrays(path, {name: (data.shape, data.chunksize, data.dtype,
+                                          fill_values.get(name))
+                                   for name, data in sources.items()})
+    return da.store(list(sources.values()), list(targets.values()), lock=False, compute=False)
 
 
 # ------------------------------------------------------------------ batch inputs

@@ -8,7 +8,7 @@ import pytest
 from conftest import assert_same_model, make_blobs, write_zarr
 from daskgmm import GaussianMixture, select_model
 from jobs_helpers import run_pipeline
-from daskgmm.pipelines import job_model, segment
+from daskgmm.pipelines import job_model, pixels
 
 MODEL = {"n_components": 3, "covariance_type": "full", "tol": 1e-6, "max_iter": 12, "n_init": 2,
          "random_state": 0, "split_every": 2}
@@ -51,8 +51,10 @@ def test_the_segment_job_gives_the_estimators_model(client, tmp_path, dtype, cra
            "model": MODEL, "training": {"sample": 3000},
            "output": {"path": str(tmp_path / "out"), "preview": False}}
     prepared, model = fitted_by_job(job, crash_after)
-    stack = segment.as_image_stack(da.from_zarr(str(tmp_path / "images.zarr")), -1)
-    _, _, X = job_model.training_features(prepared.config, *segment.pixel_rows(stack))
+    stack = pixels.image_stack(da.from_zarr(str(tmp_path / "images.zarr")), -1)
+    sample = pixels.training_pixels(prepared.config, [stack], pixels.pixel_chunks(stack))
+    assert sample.shape == (3000, 3) and sample.dtype == dtype
+    _, X = job_model.scaled_features(prepared.config, sample)
     assert_same_model(model, GaussianMixture(**MODEL).fit(X))
 
 

@@ -14,7 +14,6 @@ from collections import Counter
 from contextlib import contextmanager, suppress
 
 import dask
-import dask.array as da
 import numpy as np
 
 from daskgmm import store
@@ -28,13 +27,13 @@ from .batch_inputs import list_inputs
 from .batch_layout import RESULT_KIND, RESULTS
 from .input_paths import batch_input_format
 from .inputs import Source, generates
-from .job_model import fit_or_load, model_summary
+from .job_model import fit_or_load_drawn, model_summary
 from .outputs import staged_output
 from .plan import Plan, describe_fit, prepare_job
 from .predictions import describe_predictions
 from .progress import compute
-from .segment import as_image_stack, image_stack_shape, pixel_rows, valid_pixels, \
-    write_segmentation
+from .pixels import image_stack, pixel_chunks, training_pixels
+from .segment import image_stack_shape, write_segmentation
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +212,7 @@ def _open_input(item, channel_axis):
         return error.message if isinstance(error, ConfigError) else str(error)
     if array.dtype.kind not in "biuf":
         return f"holds {array.dtype} values; need numbers"
-    return as_image_stack(array, channel_axis)
+    return image_stack(array, channel_axis)
 
 
 def _expected_channels(prepared, batch, stacks):
@@ -234,7 +233,7 @@ def _batch_model(prepared, batch, inputs, channels):
     :class:`~.batch_inputs.BatchInput` and its images.
     """
     stacks = [images for _, images in inputs]
-    fitted = fit_or_load(prepared, *_training_pixels(stacks, prepared.config.input))
+    fitted = fit_or_load_drawn(prepared, lambda: _training_pixels(prepared.config, stacks))
     scaling = None if fitted.scaler is None else fitted.scaler.to_attrs()
     version = model_version(fitted.model, scaling)
     batch.save_model(version, fitted.model, scaling, prepared.guard)
@@ -247,15 +246,12 @@ def _batch_model(prepared, batch, inputs, channels):
     return fitted, version
 
 
-def _training_pixels(stacks, config):
-    """The pixels of all the stacks as rows, and which are valid (None when all are)."""
-    pairs = [pixel_rows(images, valid_pixels(images, config.nodata)) for images in stacks]
-    rows = da.concatenate([rows for rows, _ in pairs])
-    if all(valid is None for _, valid in pairs):
-        return rows, None
-    valid = [da.ones(rows.shape[0], dtype=bool, chunks=rows.chunks[0]) if valid is None
-             else valid for rows, valid in pairs]
-    return rows, da.concatenate(valid)
+def _training_pixels(config, stacks):
+    """The pixels to fit on, drawn from the chunks of all the stacks together."""
+    chunks = []
+    for images in stacks:
+        chunks += pixel_chunks(images, first_number=len(chunks))
+    return training_pixels(config, stacks, chunks)
 
 
 def _segment_input(prepared, batch, fitted, version, item, images):
@@ -266,8 +262,7 @@ def _segment_input(prepared, batch, fitted, version, item, images):
                     images.chunks)
     one = dataclasses.replace(prepared, sources={"input": source})
     with _result_output(one, batch, item.name) as output:
-        write_segmentation(output, fitted, images, valid_pixels(images, config.input.nodata),
-                           config.output)
+        write_segmentation(output, fitted, images, pixel_chunks(images), config)
         output.summary.update({"input": item.name, "identity": item.identity,
                                "model_version": version})
     return int(np.prod(images.shape[:3]))

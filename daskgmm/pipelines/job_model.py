@@ -110,9 +110,15 @@ def training_features(config, rows, valid=None):
     Parameters are those of :func:`training_rows`.
     """
     fit_rows = training_rows(config, rows, valid)
+    return (fit_rows,) + scaled_features(config, fit_rows)
+
+
+def scaled_features(config, fit_rows):
+    """Return the scaling of the rows to fit on (or None) and the rows scaled (persisted on the
+    cluster when ``model.persist`` says so)."""
     scaler = Standardizer.fit(fit_rows, compute) if config.training.standardize else None
     X = transform(scaler, fit_rows)
-    return fit_rows, scaler, (X.persist() if config.model.persist else X)
+    return scaler, (X.persist() if config.model.persist and isinstance(X, da.Array) else X)
 
 
 def fit_or_load(prepared, rows, valid=None):
@@ -128,9 +134,26 @@ def fit_or_load(prepared, rows, valid=None):
     -------
     Fitted
     """
+    return fit_or_load_drawn(prepared, lambda: training_rows(prepared.config, rows, valid))
+
+
+def fit_or_load_drawn(prepared, draw):
+    """Return the loaded model, or fit one on the rows ``draw()`` returns (drawn only then).
+
+    Parameters
+    ----------
+    prepared : Prepared
+    draw : callable
+        Returns the rows to fit on: a NumPy or Dask array of shape (n_rows, n_features).
+
+    Returns
+    -------
+    Fitted
+    """
     if prepared.loaded is not None:
         return Fitted(prepared.loaded, prepared.scaler)
-    fit_rows, scaler, X = training_features(prepared.config, rows, valid)
+    fit_rows = draw()
+    scaler, X = scaled_features(prepared.config, fit_rows)
     model = fit_mixture(X, prepared.config.model, prepared.checkpoint, prepared.resumed)
     return Fitted(model, scaler, fit_rows)
 

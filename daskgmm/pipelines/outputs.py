@@ -89,6 +89,11 @@ class JobOutput:
         results = compute(writes, *also, label=f"wrote {', '.join(arrays)}")
         return results[1:]
 
+    def create_arrays(self, specs):
+        """Create empty arrays in ``result.zarr`` (see :func:`daskgmm.store.create_arrays`) for
+        tasks to write their chunks into; return them by name."""
+        return store.create_arrays(self.result, specs)
+
     def read_array(self, name):
         """Read back an array written by :meth:`write_arrays` (lazily)."""
         return store.open_array(self.result, name)

@@ -23,28 +23,26 @@ exits with status 3) and tried again once it changes.
 """
 
 import logging
-import operator
-from functools import reduce
 from pathlib import Path
 
-import dask.array as da
 import numpy as np
 
 from daskgmm import store
 from daskgmm.config import ConfigError
+from daskgmm.kernels import float_dtype_of
 
 from .inputs import resolve_source
-from .job_model import fit_or_load
+from .job_model import fit_or_load_drawn
+from .labelling import label_pixels, output_arrays
 from .outputs import job_output
+from .pixels import image_stack, pixel_chunks, training_pixels
 from .plan import Plan, describe_fit, prepare_job
-from .predictions import component_counts, describe_predictions, prediction_arrays
+from .predictions import describe_predictions
 from .progress import compute
 from .render import colour_labels, component_colours
 
 logger = logging.getLogger(__name__)
 
-# Pixels per chunk when the images are cut into rows of pixels.
-CHUNK_PIXELS = 1 << 20
 # Previews are subsampled to at most this many pixels on their longer side.
 PREVIEW_SIDE = 1024
 # Images whose previews are computed together.
@@ -68,45 +66,6 @@ def image_stack_shape(shape, channel_axis, key="input"):
     axis = channel_axis % len(shape)
     rest = tuple(size for i, size in enumerate(shape) if i != axis)
     return (1,) * (4 - len(shape)) + rest + (shape[axis],)
-
-
-def as_image_stack(array, channel_axis):
-    """Return the images as ``(n, H, W, C)``, chunked so pixels reshape to rows without copies.
-
-    A chunk holds whole rows of one image (large images) or whole images (small ones), about
-    :data:`CHUNK_PIXELS` pixels, with all channels.
-    """
-    array = da.moveaxis(array, channel_axis, -1)
-    if array.ndim == 3:
-        array = array[None]
-    _, height, width, channels = array.shape
-    if height * width >= CHUNK_PIXELS:
-        chunks = (1, max(1, CHUNK_PIXELS // width), width, channels)
-    else:
-        chunks = (max(1, CHUNK_PIXELS // (height * width)), height, width, channels)
-    return array.rechunk(chunks)
-
-
-def valid_pixels(images, nodata=None, mask=None):
-    """Return ``(n, H, W)`` booleans, True where a pixel has data, or None if all have.
-
-    Parameters
-    ----------
-    images : dask.array.Array of shape (n, H, W, C)
-    nodata : float, optional
-        A pixel with this value in any channel has no data.
-    mask : dask.array.Array of shape (n, H, W) or (H, W), optional
-        False (zero) where a pixel has no data.
-    """
-    checks = []
-    if images.dtype.kind == "f":
-        checks.append(da.isfinite(images).all(axis=-1))
-    if nodata is not None:
-        checks.append((images != nodata).all(axis=-1))
-    if mask is not None:
-        mask = da.broadcast_to(mask.astype(bool), images.shape[:3])
-        checks.append(mask.rechunk(images.chunks[:3]))
-    return reduce(operator.and_, checks) if checks else None
 
 
 def _mask(config, stack_shape):
@@ -181,57 +140,51 @@ def run(prepared):
         return run_batch(prepared)
     config = prepared.config
     source = prepared.sources["input"].open(prepared.guard)
-    images = as_image_stack(source, config.input.channel_axis)
-    valid = valid_pixels(images, config.input.nodata, prepared.extra["mask"])
-    fitted = fit_or_load(prepared, *pixel_rows(images, valid))
+    images = image_stack(source, config.input.channel_axis)
+    chunks = pixel_chunks(images, prepared.extra["mask"])
+    fitted = fit_or_load_drawn(prepared, lambda: training_pixels(config, [images], chunks))
     with job_output(prepared) as output:
-        write_segmentation(output, fitted, images, valid, config.output)
+        write_segmentation(output, fitted, images, chunks, config)
         output.write_model(fitted)
     return output.summary
 
 
-def pixel_rows(images, valid=None):
-    """Return the pixels of ``(n, H, W, C)`` images as rows ``(n*H*W, C)``, and their validity."""
-    return images.reshape(-1, images.shape[-1]), None if valid is None else valid.reshape(-1)
-
-
-def write_segmentation(output, fitted, images, valid, config):
+def write_segmentation(output, fitted, images, chunks, config):
     """Label every pixel of ``images`` into ``output`` (and previews, when asked); summarise.
+
+    One pass (:mod:`.labelling`): each chunk's outputs are written where its pixels are, in
+    chunks that follow the input's.
 
     Parameters
     ----------
     output : JobOutput
     fitted : Fitted
     images : dask.array.Array of shape (n, H, W, C)
-    valid : dask.array.Array of shape (n, H, W) of bool, or None when every pixel has data
-    config : OutputConfig
+    chunks : list of PixelChunk
+        The chunks of ``images`` (:func:`.pixels.pixel_chunks`), with their part of the mask.
+    config : JobConfig
     """
     n, height, width, channels = images.shape
-    rows, valid_rows = pixel_rows(images, valid)
-    arrays, fills = prediction_arrays(fitted, rows, config, valid_rows)
-    counts = component_counts(arrays["labels"], fitted.model.n_components)
-    arrays = {name: array.reshape((n, height, width) + array.shape[1:])
-              for name, array in arrays.items()}
-    pixel_counts, n_non_finite = output.write_arrays(arrays, fills,
-                                                     also=[counts, non_finite_pixels(images)])
+    n_components = fitted.model.n_components
+    specs = output_arrays(config.output, (n, height, width), images.chunksize[:3], n_components)
+    targets = output.create_arrays(specs)
+    dtype = float_dtype_of(images.dtype) if fitted.scaler is None else np.dtype(np.float64)
+    transform = None if fitted.scaler is None else fitted.scaler.transform
+    counts = label_pixels(chunks, targets, fitted.model.log_density(dtype), transform,
+                          config.input.nodata)
+    (counts,) = compute(counts, label=f"wrote {', '.join(specs)}")
+    pixel_counts, n_non_finite = counts[:n_components], int(counts[n_components])
     if n_non_finite:
         logger.warning("%d pixels hold NaN or infinite values: they are no data (the no-data "
                        "label, NaN scores)", n_non_finite)
-    if config.preview:
-        _write_previews(output, fitted, images.dtype, config.preview_channels)
+    if config.output.preview:
+        _write_previews(output, fitted, images.dtype, config.output.preview_channels)
     output.summary.update({
         "images": [n, height, width, channels],
-        "labels": f"{arrays['labels'].shape} {arrays['labels'].dtype}",
-        "non_finite_pixels": int(n_non_finite),
+        "labels": f"{specs['labels'][0]} {specs['labels'][2]}",
+        "non_finite_pixels": n_non_finite,
         "pixels_per_component": [int(c) for c in pixel_counts],
     })
-
-
-def non_finite_pixels(images):
-    """Lazy count of the pixels with a NaN or an infinity in some channel."""
-    if images.dtype.kind not in "fc":
-        return 0
-    return (~da.isfinite(images).all(axis=-1)).sum()
 
 
 def _write_previews(output, fitted, input_dtype, channels):

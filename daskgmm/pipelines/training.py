@@ -50,8 +50,10 @@ class Standardizer:
 
     @classmethod
     def fit(cls, rows, compute):
-        """Learn the mean and standard deviation of every column of a Dask array of rows."""
-        center, scale = compute(rows.mean(axis=0), rows.std(axis=0))
+        """Learn the mean and standard deviation of every column of a NumPy or Dask array of rows
+        (``compute`` computes the Dask ones)."""
+        moments = rows.mean(axis=0), rows.std(axis=0)
+        center, scale = compute(*moments) if isinstance(rows, da.Array) else moments
         scale = np.where(scale > 0, scale, 1.0)
         return cls(np.asarray(center, dtype=np.float64), np.asarray(scale, dtype=np.float64))
 

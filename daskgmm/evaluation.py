@@ -1,0 +1,121 @@
+"""What a fitted mixture says of each row of a block: its label, log-likelihood and probabilities,
+all from one evaluation of the log-densities.
+
+Pure NumPy. A block is evaluated a slice of rows at a time in per-thread buffers, as the E-step
+is (:mod:`daskgmm.slices`): the slice's weighted log-probabilities ``coefficients @ phi``
+(K x n) give the labels (their argmax), and, normalised, the log-likelihood and the
+probabilities, without an (n, K) temporary per block. ``predict``, ``score_samples`` and
+``predict_proba`` and the segment job's single pass over an image all use :func:`evaluate_rows`.
+"""
+
+import numpy as np
+
+from .design import design_matrix, n_design_features
+from .kernels import count_nonfinite_rows, raise_if_nonfinite
+from .slices import row_slices, slice_length, thread_scratch
+
+
+def evaluate_rows(rows, density, labels=None, log_likelihood=None, probabilities=None):
+    """Fill the outputs given for every row of ``rows`` from one evaluation of its log-densities.
+
+    Parameters
+    ----------
+    rows : ndarray of shape (n_rows, n_features)
+        In the density's dtype (or any dtype it casts to).
+    density : LogDensity
+    labels : ndarray of shape (n_rows,), optional
+        Filled with each row's most probable component (scikit-learn's ``predict``).
+    log_likelihood : ndarray of shape (n_rows,), optional
+        Filled with ``log p(x)`` (``score_samples``).
+    probabilities : ndarray of shape (n_rows, n_components), optional
+        Filled with the posterior probabilities (``predict_proba``).
+
+    Raises
+    ------
+    ValueError
+        If a row holds NaN or infinity (:func:`~daskgmm.kernels.raise_if_nonfinite`).
+    """
+    n_rows, n_features = rows.shape
+    n_design = n_design_features(density.covariance_type, n_features)
+    step = slice_length(n_design, n_rows)
+    phi_buffer = thread_scratch("evaluate_phi", (n_design, step), density.dtype)
+    log_prob_buffer = thread_scratch("evaluate_log_prob", (density.n_components, step),
+                                     density.dtype)
+    normalise = log_likelihood is not None or probabilities is not None
+    for part in row_slices(n_rows, step):
+        width = part.stop - part.start
+        phi = design_matrix(rows[part], density.reference, density.covariance_type,
+                            phi_buffer[:, :width])
+        log_prob = np.matmul(density.coefficients, phi, out=log_prob_buffer[:, :width])
+        best = log_prob.max(axis=0)
+        if not np.isfinite(best).all():
+            _raise_if_rows_nonfinite(rows)
+        if labels is not None:
+            labels[part] = first_best(log_prob, best)
+        if normalise:
+            log_norm = _normalise_in_place(log_prob, best)
+            _check_finite(rows, log_norm)
+            if log_likelihood is not None:
+                log_likelihood[part] = log_norm
+            if probabilities is not None:
+                probabilities[part] = log_prob.T
+
+
+def first_best(log_prob, best):
+    """``log_prob.argmax(axis=0)`` given the column maxima ``best``: the first best component.
+
+    Comparing each of the K rows with the maxima is faster than NumPy's argmax over the first
+    axis of a (K, n) array, which it walks column by column (bench/README.md).
+    """
+    labels = np.zeros(log_prob.shape[1], dtype=np.intp)
+    for k in range(len(log_prob) - 1, 0, -1):
+        labels[log_prob[k] == best] = k
+    return labels
+
+
+def _normalise_in_place(log_prob, best):
+    """Turn weighted log-probabilities (K, n) into probabilities in place; return ``log p(x)``.
+
+    ``log p(x) = best + log sum_k exp(log_prob_k - best)``, the probabilities
+    ``exp(log_prob_k - log p(x))``: scikit-learn's E-step, with no floor (compare
+    :func:`daskgmm.kernels.responsibilities_in_place`), so a probability is what it computes.
+    """
+    with np.errstate(under="ignore", invalid="ignore", divide="ignore", over="ignore"):
+        shifted = np.subtract(log_prob, best, out=np.empty_like(log_prob))
+        np.exp(shifted, out=shifted)
+        log_norm = best + np.log(shifted.sum(axis=0))
+        log_prob -= log_norm
+        np.exp(log_prob, out=log_prob)
+    return log_norm
+
+
+def _check_finite(rows, log_norm):
+    """Raise if a row is not finite; a finite row far from every component overflows too, so
+    the rows themselves decide."""
+    if not np.isfinite(log_norm).all():
+        _raise_if_rows_nonfinite(rows)
+
+
+def _raise_if_rows_nonfinite(rows):
+    raise_if_nonfinite(count_nonfinite_rows(np.asarray(rows)))
+
+
+def score_block(block, density):
+    """Per-row log-likelihood of a block (``score_samples``)."""
+    result = np.empty(len(block), dtype=density.dtype)
+    evaluate_rows(block, density, log_likelihood=result)
+    return result
+
+
+def label_block(block, density):
+    """Per-row most probable component of a block (``predict``)."""
+    result = np.empty(len(block), dtype=np.int64)
+    evaluate_rows(block, density, labels=result)
+    return result
+
+
+def proba_block(block, density):
+    """Per-row posterior probabilities of a block (``predict_proba``)."""
+    result = np.empty((len(block), density.n_components), dtype=density.dtype)
+    evaluate_rows(block, density, probabilities=result)
+    return result

@@ -1,0 +1,93 @@
+"""The segment job's one pass over an image: every chunk labelled, scored and written in place.
+
+Each task reads one chunk of pixels, evaluates the mixture's log-densities once
+(:func:`daskgmm.evaluation.evaluate_rows`), and writes the chunk's labels, log-likelihood and
+probabilities straight into the staged output arrays, whose chunks are the input's. Only the
+chunk's counts per component come back, merged in a tree. So the image is read once for the
+output, no pixel leaves its chunk, and nothing of the image's size passes through the client.
+"""
+
+import numpy as np
+
+from daskgmm.evaluation import evaluate_rows
+from daskgmm.pipelines.pixels import chunk_pixels, count_non_finite, tree_merge, valid_pixels
+
+from .predictions import label_dtype, no_data_label
+
+import dask
+
+
+def output_arrays(config, shape, chunks, n_components):
+    """Name -> (shape, chunks, dtype, fill value) of the arrays the pass writes.
+
+    Parameters
+    ----------
+    config : OutputConfig
+    shape, chunks : tuple
+        Of the images' pixels, ``(n, H, W)``: the outputs' chunks follow the input's.
+    n_components : int
+    """
+    labels = label_dtype(n_components)
+    specs = {"labels": (shape, chunks, labels, no_data_label(labels))}
+    if config.probabilities:
+        specs["probabilities"] = (shape + (n_components,), chunks + (n_components,),
+                                  np.dtype(np.float32), np.nan)
+    if config.log_likelihood:
+        specs["log_likelihood"] = (shape, chunks, np.dtype(np.float32), np.nan)
+    return specs
+
+
+def label_chunk(parts, mask, region, targets, density, transform, nodata):
+    """Label, score and write one chunk; return its pixel count per component (and no-data).
+
+    Returns
+    -------
+    ndarray of shape (n_components + 1,)
+        Pixels given each label 0..K-1, then the pixels with a NaN or an infinity.
+    """
+    pixels = chunk_pixels(parts)
+    valid = valid_pixels(pixels, nodata, mask)
+    rows = pixels if valid is None or valid.all() else np.where(valid[:, None], pixels, 0)
+    if transform is not None:
+        rows = transform(rows)
+    outputs = {name: np.empty((len(rows),) + target.shape[len(region):], dtype=target.dtype)
+               for name, target in targets.items()}
+    evaluate_rows(rows, density, **outputs)
+    if valid is not None:
+        for name, values in outputs.items():
+            values[~valid] = targets[name].fill_value
+    shape = tuple(part.stop - part.start for part in region)
+    for name, values in outputs.items():
+        targets[name][region] = values.reshape(shape + values.shape[1:])
+    labels = outputs["labels"] if valid is None else outputs["labels"][valid]
+    counts = np.bincount(labels, minlength=density.n_components)
+    return np.append(counts, count_non_finite(pixels))
+
+
+def _sum(*counts):
+    return np.sum(counts, axis=0)
+
+
+def label_pixels(chunks, targets, density, transform=None, nodata=None):
+    """The lazy pass writing every chunk's outputs; computed, it gives the per-label counts.
+
+    Parameters
+    ----------
+    chunks : list of PixelChunk
+    targets : dict of str to zarr.Array
+        The arrays of :func:`output_arrays`, created empty (``labels`` among them).
+    density : LogDensity
+        The model, for rows of the pixels' dtype (after ``transform``).
+    transform : callable, optional
+        Maps pixel rows to the model's features (the job's standardisation).
+    nodata : float, optional
+
+    Returns
+    -------
+    dask.delayed.Delayed
+        Of an ndarray: pixels given each label, then the pixels with NaN or infinity.
+    """
+    task = dask.delayed(label_chunk, pure=True)
+    results = [task(chunk.parts, chunk.mask, chunk.region, targets, density, transform, nodata)
+               for chunk in chunks]
+    return tree_merge(results, _sum)

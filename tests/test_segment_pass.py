@@ -1,0 +1,108 @@
+"""The segment job works chunk by chunk: no rechunk or shuffle of the image, the image read once
+for the output (plus once for the sample), outputs chunked as the input, and each chunk's
+labels, log-likelihood and probabilities those of the estimator."""
+
+import numpy as np
+import pytest
+import zarr
+from distributed import get_task_stream
+from numpy.testing import assert_allclose, assert_array_equal
+
+from conftest import write_zarr
+from daskgmm import GaussianMixture, store
+from daskgmm.pipelines import pixels
+from jobs_helpers import run_pipeline
+
+import dask.array as da
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def images_with_regions(n=2, height=40, width=56, seed=0):
+    """``n`` uint8 RGB images of three colour regions plus noise, shape (n, height, width, 3)."""
+    rng = np.random.default_rng(seed)
+    colours = np.array([[200, 40, 40], [40, 190, 40], [50, 50, 210]])
+    regions = (np.arange(width)[None, :] // 19 + np.arange(height)[:, None] // 23) % 3
+    noisy = colours[regions][None] + rng.normal(0, 6, size=(n, height, width, 3))
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def run_segment(tmp_path, array, chunks, **input_options):
+    write_zarr(tmp_path / "images.zarr", da.from_array(array, chunks=chunks))
+    job = {"pipeline": "segment",
+           "input": {"path": str(tmp_path / "images.zarr"), **input_options},
+           "model": {"n_components": 3, "random_state": 0}, "training": {"sample": 2000},
+           "output": {"path": str(tmp_path / "out"), "probabilities": True,
+                      "log_likelihood": True}}
+    with get_task_stream() as stream:
+        run_pipeline(job)
+    return zarr.open_group(str(tmp_path / "out" / "result.zarr"), mode="r"), stream.data
+
+
+def task_names(tasks):
+    return [str(task["key"]) for task in tasks]
+
+
+@pytest.mark.parametrize("layout", ["channels-last", "channels-first-by-band"])
+def test_no_rechunk_or_shuffle_and_the_image_is_read_twice(client, tmp_path, layout):
+    images = images_with_regions()
+    if layout == "channels-last":
+        array, chunks, axis = images, (1, 16, 24, 3), -1
+    else:  # (C, n, H, W) with one band per chunk: a chunk's channels come from three chunks
+        array, chunks, axis = np.moveaxis(images, -1, 0), (1, 1, 16, 24), 0
+    result, tasks = run_segment(tmp_path, array, chunks, channel_axis=axis)
+
+    names = task_names(tasks)
+    assert not [name for name in names if "rechunk" in name or "shuffle" in name
+                or "p2p" in name]
+    if layout == "channels-last":  # else the reads are fused into the tasks moving the axis
+        image = store.open_array(tmp_path / "images.zarr")  # the job's keys: the same
+        reads = [name for name in names if name.startswith(f"('{image.name}'")]
+        assert len(reads) == 2 * image.npartitions  # the sample's pass and the output's
+    for name in ("labels", "log_likelihood"):
+        assert result[name].chunks == (1, 16, 24)
+    assert result["probabilities"].chunks == (1, 16, 24, 3)
+
+
+def test_each_output_is_the_estimators_from_one_evaluation(client, tmp_path):
+    images = images_with_regions()
+    result, _ = run_segment(tmp_path, images, (1, 16, 24, 3))
+    model = GaussianMixture.load(tmp_path / "out" / "model.zarr")
+    rows = images.reshape(-1, 3)
+
+    assert_array_equal(result["labels"][...].reshape(-1), model.predict(rows))
+    assert_allclose(result["log_likelihood"][...].reshape(-1),
+                    model.score_samples(rows).astype(np.float32), rtol=1e-6)
+    assert_allclose(result["probabilities"][...].reshape(-1, 3),
+                    model.predict_proba(rows).astype(np.float32), rtol=1e-6, atol=1e-30)
+
+
+def test_the_sample_is_uniform_over_valid_pixels_and_the_same_every_run(client):
+    images = da.from_array(images_with_regions(n=3, height=64, width=64), chunks=(1, 32, 32, 3))
+    mask = np.ones((64, 64), dtype=bool)
+    mask[:32] = False  # the top half of every image has no data
+    chunks = pixels.pixel_chunks(images, da.from_array(mask, chunks=(16, 64)))
+
+    first = pixels.sample_valid_pixels(chunks, 1000, 7, np.uint8)
+    again = pixels.sample_valid_pixels(chunks, 1000, 7, np.uint8)
+    other = pixels.sample_valid_pixels(chunks, 1000, 8, np.uint8)
+    assert first.shape == (1000, 3) and first.dtype == np.uint8
+    assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # Only bottom-half pixels, and about as many from each of the six chunks holding them.
+    valid = images.compute()[:, 32:].reshape(-1, 3)
+    assert set(map(tuple, first)) <= set(map(tuple, valid))
+    everything = pixels.sample_valid_pixels(chunks, 10**6, 7, np.uint8)
+    assert len(everything) == len(valid)
+
+
+def test_keys_are_spread_as_one_uniform_key_per_pixel(client):
+    """Every pixel is drawn equally often over many seeds: drawing a chunk's lowest keys as
+    order statistics (6 of its 12 pixels here) is exact."""
+    images = da.from_array(np.arange(2 * 4 * 6 * 1).reshape(2, 4, 6, 1), chunks=(1, 2, 6, 1))
+    chunks = pixels.pixel_chunks(images)
+    counts = np.zeros(48)
+    for seed in range(400):
+        counts[pixels.sample_valid_pixels(chunks, 6, seed, np.int64)[:, 0]] += 1
+    expected = 400 * 6 / 48
+    assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
