@@ -11,7 +11,7 @@ probabilities, without an (n, K) temporary per block. ``predict``, ``score_sampl
 import numpy as np
 
 from .design import design_matrix, n_design_features
-from .kernels import count_nonfinite_rows, raise_if_nonfinite
+from .kernels import count_nonfinite_rows, exp_floor, raise_if_nonfinite
 from .slices import row_slices, slice_length, thread_scratch
 
 
@@ -53,12 +53,13 @@ def evaluate_rows(rows, density, labels=None, log_likelihood=None, probabilities
         if labels is not None:
             labels[part] = first_best(log_prob, best)
         if normalise:
-            log_norm = _normalise_in_place(log_prob, best)
+            shifted = thread_scratch("evaluate_shifted", log_prob.shape, density.dtype)
+            log_norm = log_sum_exp(log_prob, best, shifted)
             _check_finite(rows, log_norm)
             if log_likelihood is not None:
                 log_likelihood[part] = log_norm
             if probabilities is not None:
-                probabilities[part] = log_prob.T
+                probabilities[part] = posterior_in_place(log_prob, log_norm).T
 
 
 def first_best(log_prob, best):
@@ -73,20 +74,27 @@ def first_best(log_prob, best):
     return labels
 
 
-def _normalise_in_place(log_prob, best):
-    """Turn weighted log-probabilities (K, n) into probabilities in place; return ``log p(x)``.
+def log_sum_exp(log_prob, best, scratch):
+    """``log p(x) = best + log sum_k exp(log_prob_k - best)`` of weighted log-probabilities
+    (K, n), using ``scratch`` (K, n) for the terms.
 
-    ``log p(x) = best + log sum_k exp(log_prob_k - best)``, the probabilities
-    ``exp(log_prob_k - log p(x))``: scikit-learn's E-step, with no floor (compare
-    :func:`daskgmm.kernels.responsibilities_in_place`), so a probability is what it computes.
+    Terms are raised to at least ``exp(1 + log(tiny))`` first, as in the E-step
+    (:func:`daskgmm.kernels.responsibilities_in_place`): the exponential is many times slower
+    near underflow, and a sum holding ``exp(0) = 1`` cannot tell.
     """
     with np.errstate(under="ignore", invalid="ignore", divide="ignore", over="ignore"):
-        shifted = np.subtract(log_prob, best, out=np.empty_like(log_prob))
-        np.exp(shifted, out=shifted)
-        log_norm = best + np.log(shifted.sum(axis=0))
+        np.subtract(log_prob, best, out=scratch)
+        np.maximum(scratch, exp_floor(scratch.dtype), out=scratch)
+        np.exp(scratch, out=scratch)
+        return best + np.log(scratch.sum(axis=0))
+
+
+def posterior_in_place(log_prob, log_norm):
+    """Turn weighted log-probabilities (K, n) into posterior probabilities in place, as
+    scikit-learn computes them (``exp(log_prob - log p(x))``, no floor); return them."""
+    with np.errstate(under="ignore", invalid="ignore"):
         log_prob -= log_norm
-        np.exp(log_prob, out=log_prob)
-    return log_norm
+        return np.exp(log_prob, out=log_prob)
 
 
 def _check_finite(rows, log_norm):

@@ -126,14 +126,14 @@ def responsibilities_in_place(log_prob):
     column_max = log_prob.max(axis=0)
     with np.errstate(invalid="ignore", under="ignore", divide="ignore"):
         log_prob -= column_max
-        np.maximum(log_prob, _exp_floor(log_prob.dtype), out=log_prob)
+        np.maximum(log_prob, exp_floor(log_prob.dtype), out=log_prob)
         np.exp(log_prob, out=log_prob)
         column_sum = log_prob.sum(axis=0)
         log_prob /= column_sum
         return column_max + np.log(column_sum)
 
 
-def _exp_floor(dtype):
+def exp_floor(dtype):
     """``1 + log(tiny)`` in ``dtype``: the least argument given to ``exp`` (see above)."""
     return dtype.type(1.0 + np.log(np.finfo(dtype).tiny))
 

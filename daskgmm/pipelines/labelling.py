@@ -7,14 +7,14 @@ chunk's counts per component come back, merged in a tree. So the image is read o
 output, no pixel leaves its chunk, and nothing of the image's size passes through the client.
 """
 
+import dask
 import numpy as np
 
 from daskgmm.evaluation import evaluate_rows
-from daskgmm.pipelines.pixels import chunk_pixels, count_non_finite, tree_merge, valid_pixels
+from daskgmm.threads import single_threaded_blas
 
+from .pixels import chunk_pixels, count_non_finite, tree_merge, valid_pixels
 from .predictions import label_dtype, no_data_label
-
-import dask
 
 
 def output_arrays(config, shape, chunks, n_components):
@@ -52,7 +52,8 @@ def label_chunk(parts, mask, region, targets, density, transform, nodata):
         rows = transform(rows)
     outputs = {name: np.empty((len(rows),) + target.shape[len(region):], dtype=target.dtype)
                for name, target in targets.items()}
-    evaluate_rows(rows, density, **outputs)
+    with single_threaded_blas():  # the cluster's threads are the parallelism
+        evaluate_rows(rows, density, **outputs)
     if valid is not None:
         for name, values in outputs.items():
             values[~valid] = targets[name].fill_value
