@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -273,3 +274,80 @@ def table(rows, columns):
     for row in rows:
         lines.append("| " + " | ".join(format(row[key], fmt) for key, _, fmt in columns) + " |")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- what users see
+
+def wall_times(function, repeats):
+    """The wall time of each of ``repeats`` calls of ``function``, and its last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def median_time(function, repeats):
+    """The median wall time of ``repeats`` calls of ``function`` and its last result."""
+    times, result = wall_times(function, repeats)
+    return float(np.median(times)), result
+
+
+class InitializationLog(IterationLog):
+    """Collects daskgmm's "initialization <method>: N passes over the data (s)" records.
+
+    ``passes`` and ``seconds`` hold one entry per initialisation (one per ``n_init``).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.passes, self.seconds = [], []
+
+    def emit(self, record):
+        if record.msg.startswith("initialization ") and "passes over the data" in record.msg:
+            _, passes, seconds = record.args
+            self.passes.append(int(passes))
+            self.seconds.append(float(seconds))
+
+
+def run_sampled(command, cwd=None, interval=0.02):
+    """Run ``command``; return its wall seconds, peak RSS of its process tree, exit code, output.
+
+    RSS is summed over the process and all its descendants and sampled every ``interval``
+    seconds (a peak shorter than that can be missed). psutil is needed by the benchmarks only.
+    """
+    try:
+        import psutil
+    except ImportError:
+        raise SystemExit("this benchmark samples memory with psutil: pip install psutil")
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    output = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout))
+    reader.start()
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _tree_rss(psutil, process.pid))
+        time.sleep(interval)
+    seconds = time.perf_counter() - start
+    reader.join()
+    return {"seconds": seconds, "peak_rss": peak, "returncode": process.returncode,
+            "output": "".join(output)}
+
+
+def _tree_rss(psutil, pid):
+    """Summed RSS of ``pid`` and its descendants; processes that end meanwhile count as 0."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root] + root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
