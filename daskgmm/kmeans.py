@@ -1,213 +1,178 @@
-"""k-means over blocks without gathering the data: weighted row samples, k-means|| seeding,
-Lloyd passes and k-means++ rows.
+"""k-means and k-means++ over blocks without gathering the data: the passes and what the client
+does between them.
 
-Each step is a pass of the engine over the blocks; the per-block work is a plain NumPy function.
-Randomness in a block comes from a generator seeded by ``(seed, block)``, so results depend on
-the seed and the chunking, never on scheduling.
+Each step is a pass of the engine over the blocks with a block function of
+:mod:`daskgmm.seeding` or :mod:`daskgmm.responsibilities`. The passes, for ``K`` components:
+
+* :func:`kmeans_stats`, at most ``1 + MAX_FULL_LLOYD_PASSES`` (3): one pass draws a bounded
+  weighted sample of rows; k-means runs in memory on it (:mod:`daskgmm.weighted_kmeans`,
+  ``_RESTARTS`` seedings); then full Lloyd passes, each one the initial statistics under the
+  current centres, until the centres settle (at most ``MAX_FULL_LLOYD_PASSES``).
+* :func:`kmeans_plusplus_rows`, ``K + 1``: scikit-learn's greedy k-means++, whose
+  ``2 + int(log K)`` candidates for a centre are drawn in one pass and weighed in the next,
+  which also draws the candidates for the next centre, for each candidate.
+* :func:`sample_rows`, 1.
 """
-
-from dataclasses import dataclass
 
 import numpy as np
 
 from .engine import map_reduce
-from .kernels import as_float_block, count_nonfinite_rows, raise_if_nonfinite
-from .lowest import lowest, merge_lowest
+from .kernels import raise_if_nonfinite
+from .responsibilities import NearestCenterResponsibilities, initial_stats_block
+from .seeding import RowSample, sample_block, trials_block
+from .weighted_kmeans import moved_centers, tolerance, weighted_kmeans
 
-_PARALLEL_ROUNDS = 5
-_LLOYD_MAX_ITER = 300
-_LLOYD_TOL = 1e-4
-
-
-@dataclass
-class RowSample:
-    """The rows with the smallest random keys seen so far: a weighted sample without replacement.
-
-    Keys are ``E / weight`` with ``E`` standard exponential (Efraimidis and Spirakis), so keeping
-    the ``keep`` smallest keys draws rows with probability proportional to their weights.
-    """
-
-    keys: np.ndarray
-    rows: np.ndarray
-    points: np.ndarray
-    keep: int
-    n_nonfinite: int = 0
-
-    def __add__(self, other):
-        keys, payload = merge_lowest(
-            (self.keys, np.column_stack([self.rows, self.points])),
-            (other.keys, np.column_stack([other.rows, other.points])),
-            self.keep,
-        )
-        return RowSample(keys, payload[:, 0].astype(np.int64), payload[:, 1:], self.keep,
-                         self.n_nonfinite + other.n_nonfinite)
+MAX_FULL_LLOYD_PASSES = 2
+# The k-means sample: this many rows per cluster, at least _MIN_SAMPLE_ROWS rows, and at most
+# _SAMPLE_VALUES values (16 MiB of float64), since every block sends back up to that many.
+_SAMPLE_ROWS_PER_CLUSTER = 256
+_MIN_SAMPLE_ROWS = 1 << 14
+_SAMPLE_VALUES = 1 << 21
+# In-memory k-means runs from this many seedings, keeping the lowest inertia.
+_RESTARTS = 8
 
 
-@dataclass
-class ClusterSums:
-    """Per-centre weighted counts and sums of the rows nearest to each centre, and the cost."""
-
-    counts: np.ndarray
-    sums: np.ndarray
-    inertia: float
-
-    def __add__(self, other):
-        return ClusterSums(self.counts + other.counts, self.sums + other.sums,
-                           self.inertia + other.inertia)
-
-
-def block_rng(seed, position):
-    """The random generator of one block of a pass: seeded by the pass's seed and the block."""
-    return np.random.default_rng([seed, position.index])
-
-
-def squared_distances(block, centers):
-    """Return squared distances from every row to every centre, shape (n, n_centers)."""
-    reference = centers.mean(axis=0)
-    centred = block - reference
-    shifted = centers - reference
-    distances = np.einsum("nd,nd->n", centred, centred)[:, None] - 2.0 * centred @ shifted.T
-    distances += np.einsum("kd,kd->k", shifted, shifted)
-    return np.maximum(distances, 0.0)
-
-
-def _row_weights_or_ones(weights, n_rows):
-    return np.ones(n_rows) if weights is None else np.asarray(weights, dtype=np.float64)
-
-
-def _sample_block(block, weights, position, seed, centers, keep):
-    """Draw the block's ``keep`` rows with the smallest keys ``E / (w * d^2)``."""
-    block = as_float_block(block).astype(np.float64, copy=False)
-    mass = _row_weights_or_ones(weights, len(block))
-    if centers is not None and len(centers):
-        mass = mass * squared_distances(block, centers).min(axis=1)
-    exponentials = block_rng(seed, position).standard_exponential(len(block))
-    with np.errstate(divide="ignore"):
-        keys = np.where(mass > 0, exponentials / np.where(mass > 0, mass, 1.0), np.inf)
-    chosen = lowest(keys, keep)
-    chosen = chosen[np.isfinite(keys[chosen])]
-    return RowSample(keys[chosen], position.start + chosen, block[chosen], keep,
-                     count_nonfinite_rows(block))
+def _seed(rng):
+    return int(rng.integers(2**63))
 
 
 def sample_rows(source, keep, rng, centers=None):
-    """Draw ``keep`` distinct rows, with probability proportional to ``w`` (times ``d^2`` to the
-    nearest of ``centers`` when given). Returns ``(row_indices, points)``."""
-    seed = int(rng.integers(2**63))
-    sample = map_reduce(source, _sample_block, seed, centers, keep)
+    """Draw ``keep`` distinct rows with probability proportional to ``w`` (times ``D^2``, the
+    squared distance to the nearest of ``centers``, when given), in one pass.
+
+    Returns the :class:`daskgmm.seeding.RowSample`: row indices, values and weights, in the
+    order drawn (lowest key first). Raises the ValueError of :func:`raise_if_nonfinite` for
+    NaN or infinity in X.
+    """
+    seed = _seed(rng)
+    bound = np.inf
+    if source.weights is None and centers is None:
+        bound = _uniform_key_bound(keep, source.n_rows)
+    sample = map_reduce(source, sample_block, seed, keep, centers, bound)
+    if len(sample.rows) < min(keep, source.n_rows) and bound < np.inf:
+        sample = map_reduce(source, sample_block, seed, keep, centers)
     raise_if_nonfinite(sample.n_nonfinite)
-    return sample.rows, sample.points
+    return sample
 
 
-def _label_sums(points, labels, weights, n_centers):
-    """Return the weighted sum of the points of every label, shape (n_centers, n_features)."""
-    columns = [np.bincount(labels, weights=weights * column, minlength=n_centers)
-               for column in points.T]
-    return np.column_stack(columns)
+def _uniform_key_bound(keep, n_rows):
+    """A key that the ``keep`` lowest of ``n_rows`` standard exponential keys stay under, but
+    for a chance below 1e-20: every block then sends back about ``keep`` rows in all, not
+    ``keep`` each.
 
-
-def _nearest_block(block, weights, position, centers):
-    block = as_float_block(block).astype(np.float64, copy=False)
-    mass = _row_weights_or_ones(weights, len(block))
-    distances = squared_distances(block, centers)
-    labels = distances.argmin(axis=1)
-    n_centers = len(centers)
-    counts = np.bincount(labels, weights=mass, minlength=n_centers)
-    sums = _label_sums(block, labels, mass, n_centers)
-    inertia = float(np.dot(mass, distances[np.arange(len(block)), labels]))
-    return ClusterSums(counts, sums, inertia)
-
-
-def _weighted_kmeans_plusplus(points, weights, n_clusters, rng):
-    """Greedy k-means++ on a small in-memory weighted set of candidate points.
-
-    Each new centre is the best (lowest weighted cost) of ``2 + log(n_clusters)`` candidates
-    drawn by weighted squared distance, as scikit-learn's ``kmeans_plusplus`` does.
+    The keys under ``t`` are about Poisson of mean ``n (1 - exp(-t))``; that mean is set to
+    ``keep + 10 sqrt(keep) + 40``. Should fewer keys fall under it, the pass runs again
+    without a bound.
     """
-    n_trials = 2 + int(np.log(n_clusters))
-    chosen = [rng.choice(len(points), p=weights / weights.sum())]
-    closest = squared_distances(points, points[chosen]).min(axis=1)
-    for _ in range(1, n_clusters):
-        mass = weights * closest
-        probabilities = mass / mass.sum() if mass.sum() > 0 else weights / weights.sum()
-        trials = rng.choice(len(points), size=n_trials, p=probabilities)
-        trial_closest = np.minimum(closest[None, :], squared_distances(points, points[trials]).T)
-        best = int(np.argmin(trial_closest @ weights))
-        chosen.append(trials[best])
-        closest = trial_closest[best]
-    return points[chosen].copy()
+    share = (keep + 10.0 * np.sqrt(keep) + 40.0) / n_rows
+    return float(-np.log1p(-share)) if share < 1.0 else np.inf
 
 
-def _lloyd_step(sums, centers):
-    """Return new centres; a centre that lost all its rows keeps its place."""
-    new_centers = centers.copy()
-    filled = sums.counts > 0
-    new_centers[filled] = sums.sums[filled] / sums.counts[filled, None]
-    return new_centers
+def sample_size(n_clusters, n_features):
+    """How many rows the k-means sample draws."""
+    rows = max(_MIN_SAMPLE_ROWS, _SAMPLE_ROWS_PER_CLUSTER * n_clusters)
+    return max(min(rows, _SAMPLE_VALUES // n_features), 2 * n_clusters)
 
 
-def _local_lloyd(points, weights, centers, n_iter=100):
-    for _ in range(n_iter):
-        labels = squared_distances(points, centers).argmin(axis=1)
-        counts = np.bincount(labels, weights=weights, minlength=len(centers))
-        sums = _label_sums(points, labels, weights, len(centers))
-        new_centers = _lloyd_step(ClusterSums(counts, sums, 0.0), centers)
-        if np.allclose(new_centers, centers):
-            return new_centers
-        centers = new_centers
-    return centers
+def weighted_sample(source, size, rng):
+    """Draw ``size`` rows by weight in one pass; return their values and the weights (relative:
+    the largest is 1) that make the sample stand for all rows.
 
-
-def kmeans_parallel_centers(source, n_clusters, rng):
-    """Seed ``n_clusters`` centres by k-means|| (scalable k-means++): a few passes, each drawing
-    ``2 * n_clusters`` rows by ``w d^2``, then k-means++ on the weighted candidates."""
-    _, candidates = sample_rows(source, 1, rng)
-    for _ in range(_PARALLEL_ROUNDS):
-        _, drawn = sample_rows(source, 2 * n_clusters, rng, centers=candidates)
-        candidates = np.concatenate([candidates, drawn])
-    candidates = np.unique(candidates, axis=0)
-    if len(candidates) <= n_clusters:
-        return _pad_centers(candidates, n_clusters)
-    weights = map_reduce(source, _nearest_block, candidates).counts
-    weights = np.where(weights > 0, weights, 1e-12)
-    centers = _weighted_kmeans_plusplus(candidates, weights, n_clusters, rng)
-    return _local_lloyd(candidates, weights, centers)
-
-
-def _pad_centers(candidates, n_clusters):
-    """Repeat distinct rows when the data hold fewer distinct rows than clusters."""
-    repeats = -(-n_clusters // len(candidates))
-    return np.tile(candidates, (repeats, 1))[:n_clusters]
-
-
-def kmeans_centers(source, n_clusters, rng):
-    """Return k-means centres: k-means|| seeding, then Lloyd passes until the centres settle.
-
-    Lloyd stops when the centres move (in total squared distance) less than ``1e-4`` times the
-    mean squared distance per feature of the rows to their first centres.
+    With row weights, a row of weight ``w`` is drawn (one of the ``size`` lowest keys
+    ``log(E / w)``) with probability ``1 - exp(-w t)``, ``t = exp(k)`` for ``k`` the next key
+    after the sample: its weight in the sample is ``w`` divided by that (Cohen and Kaplan's
+    bottom-k estimate), here in units of ``1 / t``, so rows of large weight count for what
+    they weigh, and a sample of all rows keeps their own weights. Without, every drawn row
+    weighs 1.
     """
-    centers = kmeans_parallel_centers(source, n_clusters, rng)
-    tolerance = None
-    for _ in range(_LLOYD_MAX_ITER):
-        sums = map_reduce(source, _nearest_block, centers)
-        if tolerance is None:
-            spread = sums.inertia / max(sums.counts.sum(), 1e-300) / source.n_features
-            tolerance = _LLOYD_TOL * spread
-        new_centers = _lloyd_step(sums, centers)
-        shift = np.sum((new_centers - centers) ** 2)
-        centers = new_centers
-        if shift <= tolerance:
+    sample = sample_rows(source, size + 1, rng)
+    points, weights = sample.points[:size], sample.weights[:size]
+    if len(sample.keys) > size and source.weights is not None:
+        with np.errstate(divide="ignore"):
+            drawn = np.exp(np.log(weights) + sample.keys[size])
+        weights = np.where(drawn > 0, drawn / -np.expm1(-drawn), 1.0)
+    return points, weights / weights.max()
+
+
+def _distinct_centers(points, n_clusters):
+    """Repeat distinct points when the sample holds fewer of them than clusters."""
+    distinct = np.unique(points, axis=0)
+    if len(distinct) >= n_clusters:
+        return None
+    return np.tile(distinct, (-(-n_clusters // len(distinct)), 1))[:n_clusters]
+
+
+def sample_kmeans_centers(source, n_clusters, rng):
+    """k-means centres of a weighted sample of the rows (one pass), and the Lloyd tolerance."""
+    points, weights = weighted_sample(source, sample_size(n_clusters, source.n_features), rng)
+    centers = _distinct_centers(points, n_clusters)
+    if centers is None:
+        centers = weighted_kmeans(points, weights, n_clusters, rng, _RESTARTS)
+    return centers, tolerance(points, weights)
+
+
+def kmeans_stats(source, n_clusters, covariance_type, rng, split_every):
+    """k-means of all rows, and the initial statistics under its labels.
+
+    Returns ``(responsibilities, stats)``: the nearest-centre responsibilities of the last
+    centres and the sufficient statistics under them. Each full pass gives both the statistics
+    and the next Lloyd centres (the means of the rows nearest to each centre); the passes stop
+    once the centres move (in total squared distance) at most the sample's tolerance.
+    """
+    centers, tol = sample_kmeans_centers(source, n_clusters, rng)
+    for _ in range(MAX_FULL_LLOYD_PASSES):
+        responsibilities = NearestCenterResponsibilities(centers)
+        reference = centers.mean(axis=0)
+        stats = map_reduce(source, initial_stats_block, responsibilities, reference,
+                           covariance_type, split_every=split_every)
+        moved = moved_centers(stats.counts, stats.first, centers - reference) + reference
+        if np.sum((moved - centers) ** 2) <= tol:
             break
-    return centers
+        centers = moved
+    return responsibilities, stats
 
 
 def kmeans_plusplus_rows(source, n_clusters, rng):
-    """Return the row indices chosen by k-means++ (one pass per centre)."""
-    rows, centers = sample_rows(source, 1, rng)
-    for _ in range(1, n_clusters):
-        row, point = sample_rows(source, 1, rng, centers=centers)
-        if len(row) == 0:
-            row, point = sample_rows(source, 1, rng)
-        rows = np.concatenate([rows, row])
-        centers = np.concatenate([centers, point])
-    return rows
+    """Return the rows chosen by greedy k-means++, in ``n_clusters + 1`` passes, as a
+    :class:`daskgmm.seeding.RowSample` (rows, values, weights).
+
+    The first pass draws the first centre by weight (and ``n_clusters - 1`` more rows, which
+    stand in for candidates when all rows left sit at the centres: fewer distinct rows than
+    clusters). Each next pass weighs the candidates of one centre,
+    ``sum w min(D^2, d(x, candidate)^2)``, keeps the best and the candidates it drew.
+    """
+    n_trials = 2 + int(np.log(n_clusters))
+    first = sample_rows(source, n_clusters, rng)
+    weight_scale = float(np.ldexp(1.0, -np.frexp(first.total_weight)[1]))
+    chosen = _subset(first, [])
+    trials = _subset(first, [0])
+    for _ in range(n_clusters):
+        keep = n_trials if len(chosen.rows) < n_clusters - 1 else 0
+        result = map_reduce(source, trials_block, _seed(rng), chosen.points, trials.points, keep,
+                            weight_scale)
+        raise_if_nonfinite(result.n_nonfinite)
+        best = int(np.argmin(result.costs))
+        chosen = _joined(chosen, _subset(trials, [best]))
+        trials = result.samples[best]
+        if keep and len(trials.rows) == 0:
+            trials = _subset(first, _first_unchosen(first.rows, chosen.rows))
+    return chosen
+
+
+def _subset(sample, indices):
+    """The rows at ``indices`` of a :class:`RowSample`."""
+    indices = np.asarray(indices, dtype=np.intp)
+    return RowSample(sample.keys[indices], sample.rows[indices], sample.points[indices],
+                     sample.weights[indices], sample.keep)
+
+
+def _joined(first, second):
+    """The rows of two :class:`RowSample` one after the other."""
+    return RowSample(*(np.concatenate([getattr(first, name), getattr(second, name)])
+                       for name in ("keys", "rows", "points", "weights")), first.keep)
+
+
+def _first_unchosen(rows, chosen_rows):
+    """The index of the first of ``rows`` not in ``chosen_rows`` (0 if there is none)."""
+    unused = np.flatnonzero(~np.isin(rows, chosen_rows))
+    return unused[:1] if len(unused) else [0]

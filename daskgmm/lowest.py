@@ -8,6 +8,8 @@ import numpy as np
 
 # Sorting this many scores or fewer costs less than selecting the lowest first.
 _SORT_AT_MOST = 64
+# Every this-many-th score gives a bound on the lowest ones (see _candidates).
+_STRIDE = 16
 
 
 def lowest(scores, keep):
@@ -17,10 +19,36 @@ def lowest(scores, keep):
     ``np.argsort(scores, kind="stable")[:keep]``, found without sorting every score.
     """
     scores = np.asarray(scores)
-    if len(scores) <= max(keep, _SORT_AT_MOST):
-        return np.argsort(scores, kind="stable")[: max(keep, 0)]
     if keep <= 0:
         return np.empty(0, dtype=np.intp)
+    candidates = _candidates(scores, keep)
+    if candidates is None:
+        return _lowest_of(scores, keep)
+    return candidates[_lowest_of(scores[candidates], keep)]
+
+
+def _candidates(scores, keep):
+    """The indices, in order, of the scores at most the ``keep``-th lowest of every
+    ``stride``-th score (``stride`` up to ``_STRIDE``, with at least ``4 keep`` of those), if
+    they are at most half the scores, else None.
+
+    That score is at least the ``keep``-th lowest of all, so the candidates hold the ``keep``
+    lowest and their ties: for scores in random order about ``stride * keep`` of them, found
+    for one comparison per score and a partition of ``1 / stride`` of them.
+    """
+    stride = min(_STRIDE, len(scores) // (4 * keep))
+    if stride < 2:
+        return None
+    kth = np.partition(scores[::stride], keep - 1)[keep - 1]
+    if np.isnan(kth):
+        return None
+    candidates = np.flatnonzero(scores <= kth)
+    return candidates if 2 * len(candidates) <= len(scores) else None
+
+
+def _lowest_of(scores, keep):
+    if len(scores) <= max(keep, _SORT_AT_MOST):
+        return np.argsort(scores, kind="stable")[:keep]
     kth = scores[np.argpartition(scores, keep - 1)[keep - 1]]
     if np.isnan(kth):
         nan = np.isnan(scores)
