@@ -143,10 +143,6 @@ def _weighted_resp_shape(n_components, n_rows, covariance_type):
     return (n_components + (covariance_type == "tied"), n_rows)
 
 
-def _weighted_resp_buffer(n_components, n_rows, covariance_type, dtype):
-    return np.empty(_weighted_resp_shape(n_components, n_rows, covariance_type), dtype=dtype)
-
-
 def _weigh_responsibilities(buffer, n_components, row_weights):
     """Multiply responsibilities by the row weights; fill the pooled row for 'tied'."""
     if row_weights is not None:
@@ -203,33 +199,3 @@ def em_block(block, row_weights, density, covariance_type):
 def em_pass_block(block, row_weights, position, density, covariance_type):
     """:func:`em_block` as a pass's block function, which is also given the block's position."""
     return em_block(block, row_weights, density, covariance_type)
-
-
-def responsibility_block(block, row_weights, resp, reference, covariance_type):
-    """Sufficient statistics of a block under given responsibilities (used to initialise).
-
-    Parameters
-    ----------
-    block : ndarray of shape (n_rows, n_features)
-    row_weights : ndarray of shape (n_rows,) or None
-    resp : ndarray of shape (n_rows, n_components)
-        Responsibilities, e.g. one-hot k-means labels or random rows summing to one.
-    reference : ndarray of shape (n_features,)
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}
-    """
-    block = np.asarray(block)
-    dtype = float_dtype_of(block.dtype)
-    reference = np.asarray(reference, dtype=dtype)
-    n_components = resp.shape[1]
-    n_design = n_design_features(covariance_type, block.shape[1])
-    phi = design_matrix(block, reference, covariance_type,
-                        np.empty((n_design, len(block)), dtype=dtype))
-    weighted_resp = _weighted_resp_buffer(n_components, len(block), covariance_type, dtype)
-    weighted_resp[:n_components] = resp.T
-    weights = None if row_weights is None else np.asarray(row_weights, dtype)
-    _weigh_responsibilities(weighted_resp, n_components, weights)
-    accumulator = MomentAccumulator(n_design, n_components, covariance_type)
-    accumulator.add(phi, weighted_resp, np.zeros(len(block)), weights)
-    stats = accumulator.stats(reference.astype(np.float64))
-    stats.n_nonfinite = count_nonfinite_rows(phi[1 : 1 + block.shape[1]].T)
-    return LowestRows(0).attach(stats, block)
