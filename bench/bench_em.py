@@ -19,7 +19,7 @@ samples RSS every 5 ms instead.
 
 Usage::
 
-    python bench/bench_em.py                      # W1, W2, W3 at full size, numpy and dask modes
+    python bench/bench_em.py                      # W1, W2, W3 at full size, every mode
     python bench/bench_em.py --scale 0.05         # a quick smoke run
     python bench/bench_em.py --workloads W2 --modes numpy --skip-sklearn --profile w2.prof.txt
 """
@@ -64,6 +64,9 @@ class Workload:
     covariance_type: str
     default_iters: int
 
+
+# daskgmm's Dask inputs: persisted as users do it, or dealt evenly to the workers by hand.
+DASK_MODES = ("dask", "dask-placed")
 
 WORKLOADS = {
     "W1": Workload("W1", 2_000_000, 3, 8, "full", 10),
@@ -248,13 +251,17 @@ def chunk_rows(n_samples, n_features, n_workers, chunk_mb):
     return min(by_size, math.ceil(n_samples / (4 * n_workers)))
 
 
-def persisted_dask_data(client, workload, scale, processes, chunk_mb):
+def persisted_dask_data(client, workload, scale, mode, chunk_mb):
     """Build the data and persist it on the cluster as a Dask array of row chunks.
 
-    Persisting copies the chunks into the workers' memory and the local array is dropped on
-    return, so the data are held once, as for the in-memory libraries.
+    Mode ``dask``: ``da.from_array(X, chunks=...).persist()``, as users write it, wherever the
+    scheduler puts the chunks. Mode ``dask-placed``: the chunks dealt evenly to the workers by
+    hand (:func:`common.balanced_persist`, a worker annotation users never write). Persisting
+    copies the chunks into the workers' memory and the local array is dropped on return, so the
+    data are held once, as for the in-memory libraries.
     """
     import dask.array as da
+    from distributed import wait
 
     import common  # dask and zarr: only in the Dask-mode children
 
@@ -263,12 +270,13 @@ def persisted_dask_data(client, workload, scale, processes, chunk_mb):
     rows = chunk_rows(len(X), X.shape[1], n_workers, chunk_mb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "Sending large graph": the data, sent once
-        data = common.balanced_persist(
-            client, lambda: da.from_array(X, chunks=(rows, X.shape[1])))
+        if mode == "dask-placed":
+            data = common.balanced_persist(
+                client, lambda: da.from_array(X, chunks=(rows, X.shape[1])))
+        else:
+            data = da.from_array(X, chunks=(rows, X.shape[1])).persist()
+            wait(data)
     client.run(importlib.import_module, "daskgmm")  # imports are not the fit's memory
-    logger.info("%s: persisted %d chunks of %d rows on %d workers (processes=%s), %s per worker",
-                workload.name, data.numblocks[0], rows, n_workers, processes,
-                sorted(common.chunks_per_worker(client, data).values()))
     return data
 
 
@@ -279,7 +287,7 @@ def measure(spec):
     workload = WORKLOADS[spec["workload"]]
     init = initial_parameters(workload, generating_mixture(workload, np.random.default_rng(SEED)))
     library = "sklearn" if spec["library"] == "sklearn" else "daskgmm"
-    if spec["mode"] != "dask":
+    if spec["mode"] not in DASK_MODES:
         X, _ = make_data(workload, spec["scale"])
         return _measure_pids(spec, workload, library, init, X, [os.getpid()])
     from distributed import Client, LocalCluster
@@ -288,11 +296,25 @@ def measure(spec):
     processes = spec["dask_processes"]
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=processes,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        data = persisted_dask_data(client, workload, spec["scale"], processes, spec["chunk_mb"])
+        data = persisted_dask_data(client, workload, spec["scale"], spec["mode"],
+                                   spec["chunk_mb"])
+        placement = chunks_by_worker(client, data)
+        logger.info("%s (%s): %d chunks of %d rows persisted on %d workers (processes=%s), "
+                    "%s per worker", workload.name, spec["mode"], data.numblocks[0],
+                    data.chunks[0][0], len(placement), processes, placement)
         pids = [os.getpid()] + [child.pid for child in psutil.Process().children(recursive=True)]
         result = _measure_pids(spec, workload, library, init, data, pids)
         result["n_chunks"] = data.numblocks[0]
+        result["chunks_per_worker"] = placement
         return result
+
+
+def chunks_by_worker(client, data):
+    """How many chunks of ``data`` each worker of the cluster holds, in worker order."""
+    import common
+
+    counts = common.chunks_per_worker(client, data)
+    return [counts.get(worker, 0) for worker in sorted(client.scheduler_info()["workers"])]
 
 
 def blas_threads(limit):
@@ -458,7 +480,7 @@ def comparison_rows(results):
 
 
 TABLE_COLUMNS = (
-    ("workload", 8), ("mode", 6), ("rows", 10), ("iters", 5), ("sklearn s/it", 12),
+    ("workload", 8), ("mode", 11), ("rows", 10), ("iters", 5), ("sklearn s/it", 12),
     ("daskgmm s/it", 12), ("ratio", 6), ("sk extra MB", 11), ("dg extra MB", 11),
     ("sk peak MB", 10), ("dg peak MB", 10), ("|d lower bound|", 15),
 )
@@ -490,7 +512,7 @@ def format_table(rows):
 def footnotes(results, rows):
     """Explain the columns, how memory was measured and where the Dask cluster ran."""
     methods = sorted({r["memory_method"] for r in results})
-    dask_results = [r for r in results if r["mode"] == "dask"]
+    dask_results = [r for r in results if r["mode"] in DASK_MODES]
     lines = [
         "s/it: (best fit with max_iter=iters - best fit with max_iter=1) / (iters - 1), best of "
         f"{results[0]['repeats']}; ratio = sklearn s/it / daskgmm s/it (>1: daskgmm faster).",
@@ -505,9 +527,12 @@ def footnotes(results, rows):
         processes = dask_results[0]["dask_processes"]
         where = ("the sum over the client, nanny and worker processes (each one's own peak)"
                  if processes else "the one process (in-process cluster)")
-        lines.append(f"dask mode: LocalCluster(n_workers=2, threads_per_worker=1, "
+        lines.append(f"dask modes: LocalCluster(n_workers=2, threads_per_worker=1, "
                      f"processes={processes}), X persisted in {dask_results[0]['n_chunks']} "
-                     f"chunks before timing; its memory is {where}.")
+                     f"chunks before timing (dask: plain persist; dask-placed: dealt evenly by "
+                     f"hand); its memory is {where}.")
+        lines.extend(f"  {r['workload']} {r['mode']}: chunks per worker as persisted "
+                     f"{r['chunks_per_worker']}" for r in dask_results)
     return lines
 
 
@@ -523,11 +548,13 @@ def parse_args(argv=None):
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed fits per library; the best is kept (default: 3)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every N by this")
-    parser.add_argument("--modes", default="numpy,dask", help="daskgmm inputs: numpy,dask")
+    parser.add_argument("--modes", default="numpy,dask,dask-placed",
+                        help="daskgmm inputs: numpy (in memory), dask (plain persist, as users "
+                        "write it), dask-placed (persisted evenly by hand); default: all three")
     parser.add_argument("--skip-sklearn", action="store_true", help="time daskgmm only")
-    parser.add_argument("--dask-processes", choices=("yes", "no"), default="no",
-                        help="LocalCluster worker processes (default: no, threads in-process, "
-                        "which measured faster and leaner)")
+    parser.add_argument("--dask-processes", choices=("yes", "no"), default="yes",
+                        help="LocalCluster worker processes (default: yes, as LocalCluster "
+                        "starts them; no: threads in this process)")
     parser.add_argument("--sklearn-blas-threads", type=int, default=None,
                         help="limit scikit-learn's BLAS threads (default: untouched)")
     parser.add_argument("--chunk-mb", type=float, default=64.0,
@@ -543,9 +570,10 @@ def parse_args(argv=None):
     unknown = set(args.workloads.split(",")) - set(WORKLOADS)
     if unknown:
         parser.error(f"--workloads: unknown {sorted(unknown)}; choose from {list(WORKLOADS)}")
-    unknown = set(args.modes.split(",")) - {"numpy", "dask"}
+    unknown = set(args.modes.split(",")) - {"numpy", *DASK_MODES}
     if unknown:
-        parser.error(f"--modes: unknown {sorted(unknown)}; choose from numpy, dask")
+        parser.error(f"--modes: unknown {sorted(unknown)}; choose from numpy, "
+                     + ", ".join(DASK_MODES))
     if args.iters is not None and args.iters < 2:
         parser.error(f"--iters must be at least 2, got {args.iters}")
     return args

@@ -5,7 +5,8 @@ block of rows and merges the small results with ``+`` in a fixed tree over the b
 (:mod:`daskgmm.tree`), so the result does not depend on which worker or thread ran a block, nor
 on how blocks were grouped into tasks. Every block function is called the same way,
 ``block_fn(block, row_weights, position, *args)``. The graph of a pass over Dask data is built
-by :mod:`daskgmm.graph`, its tasks placed by :mod:`daskgmm.placement`.
+by :mod:`daskgmm.graph`, its tasks placed by :mod:`daskgmm.placement`, on persisted chunks
+evened out over the workers by :mod:`daskgmm.balance`.
 """
 
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from .balance import evened_out
 from .dask_compat import TaskRef, active_client
 from .graph import block_inputs, reduction_graph
 from .kernels import float_dtype_of
@@ -91,15 +93,25 @@ class RowData:
         where the work runs, never the result (:mod:`daskgmm.tree`).
         """
         weights = [None] * self.n_blocks if self.weights is None else block_inputs(self.weights)
-        blocks = list(zip(self.positions(), self._data_inputs, weights))
+        inputs = self._data_inputs if self.held_chunks is None else self.held_chunks.inputs
+        blocks = list(zip(self.positions(), inputs, weights))
         size = blocks_per_task(self.data, self._chunks_held)
         return task_runs(blocks, size, self.chunk_holders)
 
     @cached_property
+    def held_chunks(self):
+        """Dask data only: if every chunk is held in memory (persisted) on the cluster of the
+        active distributed client, the chunks the passes run on, evened out over the workers
+        once (:class:`daskgmm.balance.HeldChunks`, held as long as this data), else None."""
+        if not self._chunks_held:
+            return None
+        holders = chunk_holders(self.data, self._data_inputs)
+        return None if holders is None else evened_out(self.data, self._data_inputs, holders)
+
+    @property
     def chunk_holders(self):
-        """Dask data only: the worker holding each chunk, if every chunk is held in memory
-        (persisted) on the cluster of the active distributed client, else None."""
-        return chunk_holders(self.data, self._data_inputs) if self._chunks_held else None
+        """The worker holding each chunk the passes run on, if :attr:`held_chunks`, else None."""
+        return None if self.held_chunks is None else self.held_chunks.holders
 
     @cached_property
     def _data_inputs(self):

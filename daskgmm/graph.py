@@ -1,8 +1,9 @@
 """The Dask graph of one pass: block tasks over runs of chunks, then combine tasks over them.
 
-Every first-level task runs a block function on a run of consecutive chunks and merges the
-results as far as the run allows in the pass's fixed tree (:mod:`daskgmm.tree`); combine tasks
-merge those partial trees until a few are left for the client to merge (:func:`client_merges`).
+Every first-level task runs a block function on some chunks (:mod:`daskgmm.placement`) and
+merges the results as far as they allow in the pass's fixed tree (:mod:`daskgmm.tree_runs`);
+combine tasks merge those partial trees until a few are left for the client to merge
+(:func:`client_merges`).
 Graph nodes come from :mod:`daskgmm.dask_compat`, the one module using dask's private API.
 """
 
@@ -16,7 +17,7 @@ from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 
 from .dask_compat import DataNode, Task, TaskRef, data_nodes
-from .tree import PartialTree
+from .tree_runs import LeafRuns
 
 # Block functions' arguments are copied into every block task up to this many bytes in all.
 _INLINE_ARGS_BYTES = 1 << 20
@@ -51,18 +52,18 @@ def reduction_graph(source, block_fn, args, split_every):
 
 
 def _apply_blocks(block_fn, args, tree_shape, *blocks):
-    """Run ``block_fn`` on consecutive blocks, ``(position, data, weights)`` flattened, and
+    """Run ``block_fn`` on blocks in order, ``(position, data, weights)`` flattened, and
     merge the results as far as they go in the pass's tree, ``tree_shape`` = (blocks, fan-in).
     """
     results = []
     for i in range(0, len(blocks), 3):
         position, data, weights = blocks[i : i + 3]
         results.append((position.index, block_fn(data, weights, position, *args)))
-    return PartialTree.of_leaves(*tree_shape, results)
+    return LeafRuns.of_leaves(*tree_shape, results)
 
 
 def _combine_group(*parts):
-    """Merge the partial trees of consecutive runs of blocks."""
+    """Merge the partial trees of the blocks of several tasks."""
     return reduce(add, parts)
 
 

@@ -15,25 +15,30 @@ TASKS_PER_THREAD = 4
 
 
 def task_runs(blocks, size, holders=None):
-    """Cut ``blocks`` into runs of at most ``size``, starting at multiples of ``size`` and
-    wherever the next block is held by another worker (``holders``, one per block, or None).
+    """The blocks each first-level task of a pass runs, at most ``size`` to a task.
 
-    So that no task of a pass over persisted chunks waits for another worker's chunks to be
-    moved to it, and every worker runs the chunks it holds: a pass is then as balanced as the
-    chunks are (runs cut at multiples of ``size`` alone were not; see bench/README.md).
+    Without ``holders``: runs of consecutive blocks starting at multiples of ``size``. With
+    ``holders`` (the worker holding each block): each worker's blocks in order, ``size`` at a
+    time, consecutive or not (:mod:`daskgmm.tree_runs` merges them into the same tree). So no
+    task of a pass over persisted chunks waits for another worker's chunks to be moved to it,
+    every worker runs the chunks it holds, and however ``persist`` interleaved them it runs
+    them in as few tasks as if they were consecutive: a task costs a few milliseconds besides
+    its work (bench/README.md). A pass is then as balanced as the chunks are, and
+    :mod:`daskgmm.balance` evens the chunks out first.
     """
-    runs = []
-    for index, block in enumerate(blocks):
-        moved = holders is not None and index > 0 and holders[index] != holders[index - 1]
-        if not runs or index % size == 0 or moved:
-            runs.append([])
-        runs[-1].append(block)
-    return runs
+    if holders is None:
+        return [blocks[start : start + size] for start in range(0, len(blocks), size)]
+    by_worker = {}
+    for block, worker in zip(blocks, holders):
+        by_worker.setdefault(worker, []).append(block)
+    return [held[start : start + size] for held in by_worker.values()
+            for start in range(0, len(held), size)]
 
 
 def chunk_holders(array, inputs):
-    """The worker holding each chunk of ``array`` (``inputs``: key references, one per chunk),
-    if all are held on the distributed cluster of the active client, else None."""
+    """The workers holding each chunk of ``array`` (``inputs``: key references, one per chunk),
+    as sorted tuples, if all are held on the distributed cluster of the active client, else
+    None. A chunk is held by several workers once a task has fetched it."""
     from distributed import futures_of, wait
 
     client = active_client()
@@ -43,7 +48,7 @@ def chunk_holders(array, inputs):
     # Persisting is asynchronous: chunks still being computed are held nowhere yet.
     wait(futures)
     who_has = client.who_has(futures)
-    holders = [min(who_has.get(item.key) or ("",)) for item in inputs]
+    holders = [tuple(sorted(who_has.get(item.key) or ())) for item in inputs]
     return holders if all(holders) else None
 
 

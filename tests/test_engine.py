@@ -465,7 +465,8 @@ def persisted_in_runs(client, data, chunk_rows, run):
 def test_persisted_chunks_run_where_they_are_held_with_the_numpy_result(client,
                                                                         covariance_type):
     # 48 chunks held by the two workers in alternate runs of 3: a task takes only chunks of
-    # one worker (no chunk moves), yet the fit is the NumPy fit over the same blocks to the bit.
+    # one worker (no chunk moves), all of them (one task per worker and pass), yet the fit is
+    # the NumPy fit over the same blocks to the bit.
     from distributed import get_task_stream
 
     data = make_blobs(n_samples=48 * 500, n_features=3, n_components=N_COMPONENTS)
@@ -479,7 +480,7 @@ def test_persisted_chunks_run_where_they_are_held_with_the_numpy_result(client,
 
     block_tasks = [task for task in stream.data if "daskgmm-pass" in str(task["key"])
                    and task["key"][1] == 0]
-    assert len(block_tasks) == 4 * 16
+    assert len(block_tasks) == 4 * 2
     assert not [part for task in block_tasks for part in task["startstops"]
                 if part["action"] == "transfer"]
     for name in ("weights_", "means_", "covariances_", "lower_bound_"):
