@@ -106,3 +106,11 @@ def test_keys_are_spread_as_one_uniform_key_per_pixel(client):
         counts[pixels.sample_valid_pixels(chunks, 6, seed, np.int64)[:, 0]] += 1
     expected = 400 * 6 / 48
     assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+
+
+def test_only_an_irregular_grid_of_chunks_is_rechunked():
+    regular = da.zeros((1, 40, 56, 3), chunks=(1, 16, 24, 3))
+    assert pixels.image_stack(regular, -1) is regular
+    irregular = da.zeros((1, 40, 56, 3), chunks=((1,), (10, 30), (56,), (3,)))
+    stack = pixels.image_stack(irregular, -1)
+    assert stack.chunks == ((1,), (30, 10), (56,), (3,))

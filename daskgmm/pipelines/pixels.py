@@ -26,10 +26,22 @@ SAMPLE_IN_MEMORY_BYTES = 256 * 2**20
 
 
 def image_stack(array, channel_axis):
-    """Return the images of ``array`` as ``(n, H, W, C)``, in the input's chunks (no copy)."""
+    """Return the images of ``array`` as ``(n, H, W, C)``, in the input's chunks (no copy).
+
+    Zarr's chunks always form a regular grid; other chunks are made regular first
+    (:func:`with_regular_chunks`), the one case where the image is rechunked.
+    """
     if channel_axis % array.ndim != array.ndim - 1:
         array = da.moveaxis(array, channel_axis, -1)
-    return array[None] if array.ndim == 3 else array
+    return with_regular_chunks(array[None] if array.ndim == 3 else array)
+
+
+def with_regular_chunks(images):
+    """``images`` as they are if their chunks form a regular grid (all of an axis equal but
+    the last, as Zarr's are), else rechunked to one: each task writes whole output chunks."""
+    regular = all(len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0]
+                  for sizes in images.chunks)
+    return images if regular else images.rechunk(images.chunksize)
 
 
 @dataclass(frozen=True)
