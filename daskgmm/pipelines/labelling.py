@@ -11,9 +11,10 @@ import dask
 import numpy as np
 
 from daskgmm.evaluation import evaluate_rows
+from daskgmm.kernels import count_nonfinite_rows
 from daskgmm.threads import single_threaded_blas
 
-from .pixels import chunk_pixels, count_non_finite, tree_merge, valid_pixels
+from .pixels import chunk_pixels, tree_merge, valid_pixels
 from .predictions import label_dtype, no_data_label
 
 
@@ -62,7 +63,8 @@ def label_chunk(parts, mask, region, targets, density, transform, nodata):
         targets[name][region] = values.reshape(shape + values.shape[1:])
     labels = outputs["labels"] if valid is None else outputs["labels"][valid]
     counts = np.bincount(labels, minlength=density.n_components)
-    return np.append(counts, count_non_finite(pixels))
+    n_non_finite = count_nonfinite_rows(pixels) if pixels.dtype.kind == "f" else 0
+    return np.append(counts, n_non_finite)
 
 
 def _sum(*counts):

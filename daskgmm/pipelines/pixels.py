@@ -113,13 +113,6 @@ def valid_pixels(pixels, nodata=None, mask=None):
     return valid
 
 
-def count_non_finite(pixels):
-    """How many rows of ``pixels`` hold NaN or infinity in some channel."""
-    if pixels.dtype.kind not in "fc":
-        return 0
-    return int(np.count_nonzero(~np.isfinite(pixels).all(axis=1)))
-
-
 def tree_merge(values, merge):
     """Merge delayed values with ``merge(*values)`` in tasks of :data:`MERGE_FAN_IN`."""
     task = dask.delayed(merge, pure=True)
