@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from threadpoolctl import ThreadpoolController
 
 _blas_controller = None
+_blas_limit = None
 _blas_limit_depth = 0
 _blas_limit_lock = threading.Lock()
 
@@ -23,21 +24,23 @@ def single_threaded_blas():
     Dask's threaded scheduler, in-process clusters) and the client. Re-entrant: nested uses
     cost nothing.
     """
-    global _blas_controller, _blas_limit_depth
+    global _blas_controller, _blas_limit, _blas_limit_depth
     with _blas_limit_lock:
-        outermost = _blas_limit_depth == 0
-        _blas_limit_depth += 1
-        if outermost:
+        if _blas_limit_depth == 0:
             if _blas_controller is None:
                 _blas_controller = ThreadpoolController()
-            limit = _blas_controller.limit(limits=1, user_api="blas")
+            _blas_limit = _blas_controller.limit(limits=1, user_api="blas")
+        _blas_limit_depth += 1
     try:
         yield
     finally:
         with _blas_limit_lock:
             _blas_limit_depth -= 1
-            if outermost:
-                limit.restore_original_limits()
+            # The last thread out restores: the first one out would lift the limit from under
+            # the threads still in their blocks (3x slower passes, bench/README.md).
+            if _blas_limit_depth == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
 
 
 def map_in_threads(function, items):

@@ -17,6 +17,7 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 from conftest import COVARIANCE_TYPES, make_blobs
 from daskgmm.design import n_design_features
+from daskgmm.evaluation import evaluate_rows
 from daskgmm.kernels import em_block, make_log_density
 from daskgmm.slices import slice_length
 
@@ -205,3 +206,21 @@ def test_em_block_counts_rows_that_are_not_finite(mixture, reference, covariance
         stats = em_block(X, None, density, covariance_type)
 
     assert stats.n_nonfinite == 3
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("output_dtype", DTYPES)
+def test_evaluate_rows_gives_the_naive_labels_scores_and_probabilities(
+        mixture, reference, covariance_type, output_dtype):
+    # float32 outputs take the log-sum-exp in float32: its error stays below their rounding.
+    X, _, (log_prob, log_norm, resp) = reference[covariance_type]
+    model = mixture[covariance_type]
+    density = density_of(model, reference_point_of(model), np.float64)
+    labels = np.empty(len(X), dtype=np.uint8)
+    scores = np.empty(len(X), dtype=output_dtype)
+    probabilities = np.empty((len(X), N_COMPONENTS), dtype=output_dtype)
+    evaluate_rows(X, density, labels=labels, log_likelihood=scores, probabilities=probabilities)
+    assert_array_equal(labels, log_prob.argmax(axis=1))
+    rtol = {np.float64: 1e-12, np.float32: 1e-6}[output_dtype]
+    assert_allclose(scores, log_norm, rtol=rtol, atol=rtol * np.abs(log_norm).max())
+    assert_allclose(probabilities, resp, rtol=rtol, atol=1e-7)

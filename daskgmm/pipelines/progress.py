@@ -6,6 +6,8 @@ import time
 
 import dask
 
+from daskgmm.threads import single_threaded_blas
+
 logger = logging.getLogger(__name__)
 
 
@@ -30,10 +32,13 @@ def compute(*collections, label=None):
     except (ImportError, ValueError):
         return dask.compute(*collections)
     started = time.perf_counter()
-    futures = client.compute(list(collections))
-    if label and sys.stdout.isatty():
-        progress(futures)
-    results = tuple(client.gather(futures))
+    # Held here, in the thread that waits: in-process workers' own limits do not take
+    # (OpenBLAS 0.3.31 ignores a worker thread's limit once this thread has set one).
+    with single_threaded_blas():
+        futures = client.compute(list(collections))
+        if label and sys.stdout.isatty():
+            progress(futures)
+        results = tuple(client.gather(futures))
     if label:
         logger.info("%s (%.1fs)", label, time.perf_counter() - started)
     return results
