@@ -9,6 +9,7 @@ does not touch an existing one; a batch job (``batch:``) keeps the inputs it fin
 """
 
 import argparse
+import gc
 import importlib
 import logging
 import sys
@@ -222,4 +223,8 @@ def _run(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The job is over: shutting down without the collector walking its millions of objects
+    # takes 0.1 s instead of 1.0 s (bench/README.md). Files are closed and flushed already.
+    gc.freeze()
+    sys.exit(status)

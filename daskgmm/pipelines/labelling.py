@@ -14,6 +14,7 @@ from daskgmm.evaluation import evaluate_rows
 from daskgmm.kernels import count_nonfinite_rows
 from daskgmm.threads import single_threaded_blas
 
+from .colour_table import colour_table, look_up, worth_a_table
 from .pixels import chunk_pixels, tree_merge, valid_pixels
 from .predictions import label_dtype, no_data_label
 
@@ -38,8 +39,10 @@ def output_arrays(config, shape, chunks, n_components):
     return specs
 
 
-def label_chunk(parts, mask, region, targets, density, transform, nodata):
+def label_chunk(parts, mask, region, targets, density, transform, nodata, table=None):
     """Label, score and write one chunk; return its pixel count per component (and no-data).
+
+    With a colour ``table`` (:func:`.colour_table.colour_table`), the outputs are looked up.
 
     Returns
     -------
@@ -49,12 +52,10 @@ def label_chunk(parts, mask, region, targets, density, transform, nodata):
     pixels = chunk_pixels(parts)
     valid = valid_pixels(pixels, nodata, mask)
     rows = pixels if valid is None or valid.all() else np.where(valid[:, None], pixels, 0)
-    if transform is not None:
-        rows = transform(rows)
-    outputs = {name: np.empty((len(rows),) + target.shape[len(region):], dtype=target.dtype)
-               for name, target in targets.items()}
-    with single_threaded_blas():  # the cluster's threads are the parallelism
-        evaluate_rows(rows, density, **outputs)
+    if table is not None:
+        outputs = look_up(table, rows)
+    else:
+        outputs = _evaluate(rows, targets, density, transform)
     if valid is not None:
         for name, values in outputs.items():
             values[~valid] = targets[name].fill_value
@@ -67,12 +68,25 @@ def label_chunk(parts, mask, region, targets, density, transform, nodata):
     return np.append(counts, n_non_finite)
 
 
+def _evaluate(rows, targets, density, transform):
+    if transform is not None:
+        rows = transform(rows)
+    outputs = {name: np.empty((len(rows),) + target.shape[3:], dtype=target.dtype)
+               for name, target in targets.items()}
+    with single_threaded_blas():  # the cluster's threads are the parallelism
+        evaluate_rows(rows, density, **outputs)
+    return outputs
+
+
 def _sum(*counts):
     return np.sum(counts, axis=0)
 
 
-def label_pixels(chunks, targets, density, transform=None, nodata=None):
+def label_pixels(chunks, targets, density, transform=None, nodata=None, pixels=None):
     """The lazy pass writing every chunk's outputs; computed, it gives the per-label counts.
+
+    Images of many more pixels than they have possible colours (8-bit RGB and narrower) are
+    labelled through a table of every colour's outputs (:mod:`.colour_table`).
 
     Parameters
     ----------
@@ -84,13 +98,21 @@ def label_pixels(chunks, targets, density, transform=None, nodata=None):
     transform : callable, optional
         Maps pixel rows to the model's features (the job's standardisation).
     nodata : float, optional
+    pixels : tuple of (numpy dtype, int), optional
+        The pixels' dtype and number of channels; without it, every pixel is evaluated.
 
     Returns
     -------
     dask.delayed.Delayed
         Of an ndarray: pixels given each label, then the pixels with NaN or infinity.
     """
+    table = None
+    n_pixels = sum(int(np.prod([part.stop - part.start for part in chunk.region]))
+                   for chunk in chunks)
+    if pixels is not None and worth_a_table(*pixels, n_pixels, targets):
+        table = colour_table(*pixels, targets, density, transform)
     task = dask.delayed(label_chunk, pure=True)
-    results = [task(chunk.parts, chunk.mask, chunk.region, targets, density, transform, nodata)
+    results = [task(chunk.parts, chunk.mask, chunk.region, targets, density, transform, nodata,
+                    table)
                for chunk in chunks]
     return tree_merge(results, _sum)

@@ -171,7 +171,7 @@ def write_segmentation(output, fitted, images, chunks, config):
     dtype = float_dtype_of(images.dtype) if fitted.scaler is None else np.dtype(np.float64)
     transform = None if fitted.scaler is None else fitted.scaler.transform
     counts = label_pixels(chunks, targets, fitted.model.log_density(dtype), transform,
-                          config.input.nodata)
+                          config.input.nodata, pixels=(images.dtype, channels))
     (counts,) = compute(counts, label=f"wrote {', '.join(specs)}")
     pixel_counts, n_non_finite = counts[:n_components], int(counts[n_components])
     if n_non_finite:
