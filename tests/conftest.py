@@ -49,12 +49,13 @@ def client():
 
 
 @contextmanager
-def process_cluster(directory, n_workers=2, nanny=False, memory_limit="0"):
+def process_cluster(directory, n_workers=2, nanny=False, memory_limit="0", pause=True):
     """Yield a Client of a scheduler and ``n_workers`` single-threaded worker processes.
 
     Real ``dask scheduler`` and ``dask worker`` processes on 127.0.0.1, each in its own process
     group, killed with it on exit. Also yields the workers' ``Popen`` objects; without a nanny,
-    each is the worker process, with one it is the nanny (the worker is its child).
+    each is the worker process, with one it is the nanny (the worker is its child). With
+    ``pause=False`` the workers never pause at 80% of ``memory_limit``.
     """
     from distributed import Client
 
@@ -68,7 +69,9 @@ def process_cluster(directory, n_workers=2, nanny=False, memory_limit="0"):
         worker = [DASK, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
                   "--nworkers", "1", "--host", "127.0.0.1", "--no-dashboard",
                   "--memory-limit", memory_limit, "--nanny" if nanny else "--no-nanny"]
-        processes += [_spawn(worker + ["--name", f"worker-{i}"]) for i in range(n_workers)]
+        settings = {} if pause else {"DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False"}
+        processes += [_spawn(worker + ["--name", f"worker-{i}"], settings)
+                      for i in range(n_workers)]
         client = Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS)
         client.wait_for_workers(n_workers, timeout=STARTUP_SECONDS)
         yield client, processes[1:]
@@ -79,9 +82,10 @@ def process_cluster(directory, n_workers=2, nanny=False, memory_limit="0"):
             kill_group(process)
 
 
-def _spawn(command):
+def _spawn(command, settings=None):
     return subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **WORKER_ENVIRONMENT})
+                            stderr=subprocess.DEVNULL,
+                            env={**os.environ, **WORKER_ENVIRONMENT, **(settings or {})})
 
 
 def kill_group(process):

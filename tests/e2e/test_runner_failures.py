@@ -140,15 +140,18 @@ def write_big_chunks(path, chunk_rows, n_chunks):
 
 @pytest.mark.slow
 def test_job_with_a_worker_out_of_memory_fails_clearly(tmp_path):
-    """A chunk (96 MiB) far too big for a worker's 200 MiB limit: the nanny kills the worker.
+    """A chunk (192 MiB) too big for a worker's 200 MiB limit: the nanny kills the worker.
 
-    Every worker that tries a task reading the chunk dies, so the job fails (exit status 1)
-    with one paragraph saying that workers died and what to do, writes nothing, and leaves the
+    The workers never pause: where dask.array finds xarray (and so pandas) to import, a
+    worker's imports alone take ~160 MiB, the 80% at which it would pause for good and the
+    job wait for ever. Every worker that tries a task reading the chunk dies, so the job
+    fails (exit status 1) with one paragraph saying that workers died and what to do, writes nothing, and leaves the
     cluster with both its workers restored.
     """
     data, output = tmp_path / "rows.zarr", tmp_path / "out"
-    write_big_chunks(data, chunk_rows=4 * 2**20, n_chunks=2)
-    with process_cluster(tmp_path, nanny=True, memory_limit="200MiB") as (client, _):
+    write_big_chunks(data, chunk_rows=8 * 2**20, n_chunks=2)
+    cluster = process_cluster(tmp_path, nanny=True, memory_limit="200MiB", pause=False)
+    with cluster as (client, _):
         done = run_runner(write_job(data, output, client.scheduler.address),
                           timeout=JOB_SECONDS)
         status, stderr = done.returncode, done.stderr
