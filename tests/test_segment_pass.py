@@ -114,3 +114,23 @@ def test_only_an_irregular_grid_of_chunks_is_rechunked():
     irregular = da.zeros((1, 40, 56, 3), chunks=((1,), (10, 30), (56,), (3,)))
     stack = pixels.image_stack(irregular, -1)
     assert stack.chunks == ((1,), (30, 10), (56,), (3,))
+
+
+@pytest.mark.parametrize("preview_batch", [16, 1])  # taken in the labelling pass; read back
+def test_previews_are_the_labels_at_every_steps_pixel(client, tmp_path, monkeypatch,
+                                                       preview_batch):
+    from PIL import Image
+
+    from daskgmm.pipelines import segment
+    from daskgmm.pipelines.render import colour_labels, component_colours
+
+    monkeypatch.setattr(segment, "PREVIEW_SIDE", 10)  # a step of 6: chunks start off the grid
+    monkeypatch.setattr(segment, "PREVIEW_BATCH", preview_batch)
+    result, _ = run_segment(tmp_path, images_with_regions(), (1, 16, 24, 3))
+    labels = result["labels"][...]
+    model = GaussianMixture.load(tmp_path / "out" / "model.zarr")
+    colours = component_colours(model.means_, np.uint8)
+    for i in range(2):
+        preview = np.asarray(Image.open(tmp_path / "out" / "previews" / f"image-{i:04d}.png"))
+        assert preview.shape == (7, 10, 3)
+        assert_array_equal(preview, colour_labels(labels[i, ::6, ::6], colours))

@@ -39,15 +39,20 @@ def output_arrays(config, shape, chunks, n_components):
     return specs
 
 
-def label_chunk(parts, mask, region, targets, density, transform, nodata, table=None):
+def label_chunk(parts, mask, region, targets, density, transform, nodata, table=None,
+                preview_step=None):
     """Label, score and write one chunk; return its pixel count per component (and no-data).
 
     With a colour ``table`` (:func:`.colour_table.colour_table`), the outputs are looked up.
+    With a ``preview_step``, the chunk's part of its image's preview comes back too.
 
     Returns
     -------
-    ndarray of shape (n_components + 1,)
+    counts : ndarray of shape (n_components + 1,)
         Pixels given each label 0..K-1, then the pixels with a NaN or an infinity.
+    piece : ndarray of shape (h, w) or None
+        The chunk's labels at the rows and columns that are multiples of ``preview_step`` in
+        its image (:func:`preview_piece`); None without a step.
     """
     pixels = chunk_pixels(parts)
     valid = valid_pixels(pixels, nodata, mask)
@@ -65,7 +70,38 @@ def label_chunk(parts, mask, region, targets, density, transform, nodata, table=
     labels = outputs["labels"] if valid is None else outputs["labels"][valid]
     counts = np.bincount(labels, minlength=density.n_components)
     n_non_finite = count_nonfinite_rows(pixels) if pixels.dtype.kind == "f" else 0
-    return np.append(counts, n_non_finite)
+    piece = None
+    if preview_step is not None:
+        piece = preview_piece(outputs["labels"].reshape(shape)[0], region, preview_step)
+    return np.append(counts, n_non_finite), piece
+
+
+def preview_piece(labels, region, step):
+    """The labels of one chunk (``(h, w)`` at ``region``) at its image's every ``step``-th row
+    and column: its part of ``image[::step, ::step]``, placed by :func:`assemble_preview`."""
+    rows, columns = region[1:3]
+    return labels[-rows.start % step::step, -columns.start % step::step].copy()
+
+
+def assemble_preview(pieces, regions, shape, step, dtype):
+    """Join the :func:`preview_piece` of every chunk of one image into ``image[::step, ::step]``.
+
+    Parameters
+    ----------
+    pieces : list of ndarray
+    regions : list of tuple of slice
+        Where each piece's chunk lies, ``(image, rows, columns)``.
+    shape : tuple of int
+        The image's ``(H, W)``.
+    step : int
+    dtype : numpy dtype
+        Of the labels.
+    """
+    preview = np.empty((-(-shape[0] // step), -(-shape[1] // step)), dtype=dtype)
+    for piece, (_, rows, columns) in zip(pieces, regions):
+        top, left = -(-rows.start // step), -(-columns.start // step)
+        preview[top:top + piece.shape[0], left:left + piece.shape[1]] = piece
+    return preview
 
 
 def _evaluate(rows, targets, density, transform):
@@ -82,7 +118,8 @@ def _sum(*counts):
     return np.sum(counts, axis=0)
 
 
-def label_pixels(chunks, targets, density, transform=None, nodata=None, pixels=None):
+def label_pixels(chunks, targets, density, transform=None, nodata=None, pixels=None,
+                 preview_step=None):
     """The lazy pass writing every chunk's outputs; computed, it gives the per-label counts.
 
     Images of many more pixels than they have possible colours (8-bit RGB and narrower) are
@@ -100,19 +137,24 @@ def label_pixels(chunks, targets, density, transform=None, nodata=None, pixels=N
     nodata : float, optional
     pixels : tuple of (numpy dtype, int), optional
         The pixels' dtype and number of channels; without it, every pixel is evaluated.
+    preview_step : int, optional
+        Also take every chunk's part of its image's preview at this step (:func:`preview_piece`),
+        so previews need no second read of the labels.
 
     Returns
     -------
-    dask.delayed.Delayed
+    counts : dask.delayed.Delayed
         Of an ndarray: pixels given each label, then the pixels with NaN or infinity.
+    pieces : list of dask.delayed.Delayed
+        Each chunk's preview piece (None without ``preview_step``), in the order of ``chunks``.
     """
     table = None
     n_pixels = sum(int(np.prod([part.stop - part.start for part in chunk.region]))
                    for chunk in chunks)
     if pixels is not None and worth_a_table(*pixels, n_pixels, targets):
         table = colour_table(*pixels, targets, density, transform)
-    task = dask.delayed(label_chunk, pure=True)
+    task = dask.delayed(label_chunk, pure=True, nout=2)
     results = [task(chunk.parts, chunk.mask, chunk.region, targets, density, transform, nodata,
-                    table)
+                    table, preview_step)
                for chunk in chunks]
-    return tree_merge(results, _sum)
+    return tree_merge([counts for counts, _ in results], _sum), [piece for _, piece in results]

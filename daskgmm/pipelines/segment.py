@@ -33,7 +33,7 @@ from daskgmm.kernels import float_dtype_of
 
 from .inputs import resolve_source
 from .job_model import fit_or_load_drawn
-from .labelling import label_pixels, output_arrays
+from .labelling import assemble_preview, label_pixels, output_arrays
 from .outputs import job_output
 from .pixels import image_stack, pixel_chunks, training_pixels
 from .plan import Plan, describe_fit, prepare_job
@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 # Previews are subsampled to at most this many pixels on their longer side.
 PREVIEW_SIDE = 1024
-# Images whose previews are computed together.
+# Images whose previews are computed together: taken in the labelling pass for a stack of at
+# most this many, else read back from the labels this many at a time (the client's memory).
 PREVIEW_BATCH = 16
 
 
@@ -170,15 +171,22 @@ def write_segmentation(output, fitted, images, chunks, config):
     targets = output.create_arrays(specs)
     dtype = float_dtype_of(images.dtype) if fitted.scaler is None else np.dtype(np.float64)
     transform = None if fitted.scaler is None else fitted.scaler.transform
-    counts = label_pixels(chunks, targets, fitted.model.log_density(dtype), transform,
-                          config.input.nodata, pixels=(images.dtype, channels))
-    (counts,) = compute(counts, label=f"wrote {', '.join(specs)}")
+    step = preview_step(height, width) if config.output.preview else None
+    in_pass = step is not None and n <= PREVIEW_BATCH
+    counts, pieces = label_pixels(chunks, targets, fitted.model.log_density(dtype), transform,
+                                  config.input.nodata, pixels=(images.dtype, channels),
+                                  preview_step=step if in_pass else None)
+    counts, *pieces = compute(counts, *(pieces if in_pass else ()),
+                              label=f"wrote {', '.join(specs)}")
     pixel_counts, n_non_finite = counts[:n_components], int(counts[n_components])
     if n_non_finite:
         logger.warning("%d pixels hold NaN or infinite values: they are no data (the no-data "
                        "label, NaN scores)", n_non_finite)
-    if config.output.preview:
-        _write_previews(output, fitted, images.dtype, config.output.preview_channels)
+    if step is not None:
+        labels = specs["labels"][2]
+        previews = (_assembled_previews(pieces, chunks, (height, width), step, labels) if in_pass
+                    else _read_previews(output, step))
+        _write_previews(output, fitted, images.dtype, config.output.preview_channels, previews)
     output.summary.update({
         "images": [n, height, width, channels],
         "labels": f"{specs['labels'][0]} {specs['labels'][2]}",
@@ -187,17 +195,34 @@ def write_segmentation(output, fitted, images, chunks, config):
     })
 
 
-def _write_previews(output, fitted, input_dtype, channels):
-    """Write one PNG per image, pixels painted with their component's mean colour."""
+def preview_step(height, width):
+    """The stride at which an image of ``height x width`` is previewed (:data:`PREVIEW_SIDE`)."""
+    return max(1, -(-max(height, width) // PREVIEW_SIDE))
+
+
+def _assembled_previews(pieces, chunks, shape, step, dtype):
+    """Yield ``(i, labels[i, ::step, ::step])`` from the labelling pass's preview pieces."""
+    by_image = {}
+    for piece, chunk in zip(pieces, chunks):
+        by_image.setdefault(chunk.region[0].start, []).append((piece, chunk.region))
+    for i, parts in sorted(by_image.items()):
+        yield i, assemble_preview(*zip(*parts), shape, step, dtype)
+
+
+def _read_previews(output, step):
+    """Yield ``(i, labels[i, ::step, ::step])`` read back from the written labels, in batches."""
     labels = output.read_array("labels")
-    n, height, width = labels.shape
-    step = max(1, -(-max(height, width) // PREVIEW_SIDE))
+    for start in range(0, labels.shape[0], PREVIEW_BATCH):
+        batch = range(start, min(labels.shape[0], start + PREVIEW_BATCH))
+        yield from zip(batch, compute(*[labels[i, ::step, ::step] for i in batch]))
+
+
+def _write_previews(output, fitted, input_dtype, channels, previews):
+    """Write one PNG per image of ``previews``, pixels painted with their component's mean
+    colour."""
     means = fitted.model.means_
     if fitted.scaler is not None:
         means = fitted.scaler.inverse(means)
     colours = component_colours(means, input_dtype, channels)
-    for start in range(0, n, PREVIEW_BATCH):
-        batch = range(start, min(n, start + PREVIEW_BATCH))
-        pictures = compute(*[labels[i, ::step, ::step] for i in batch])
-        for i, picture in zip(batch, pictures):
-            output.write_png(f"previews/image-{i:04d}.png", colour_labels(picture, colours))
+    for i, picture in previews:
+        output.write_png(f"previews/image-{i:04d}.png", colour_labels(picture, colours))
