@@ -96,16 +96,22 @@ def test_the_sample_is_uniform_over_valid_pixels_and_the_same_every_run(client):
     assert len(everything) == len(valid)
 
 
-def test_keys_are_spread_as_one_uniform_key_per_pixel(client):
-    """Every pixel is drawn equally often over many seeds: drawing a chunk's lowest keys as
-    order statistics (6 of its 12 pixels here) is exact."""
-    images = da.from_array(np.arange(2 * 4 * 6 * 1).reshape(2, 4, 6, 1), chunks=(1, 2, 6, 1))
+@pytest.mark.parametrize("dtype", [np.int64, np.float64])  # shares drawn first; keys
+def test_every_pixel_is_drawn_equally_often(client, dtype):
+    """Over many seeds, each of 48 pixels is drawn equally often (6 at a time): both the
+    chunks' shares of the sample (integer pixels, all valid) and a chunk's lowest keys drawn as
+    order statistics (float pixels, which may lack data) are exact."""
+    images = da.from_array(np.arange(48, dtype=dtype).reshape(2, 4, 6, 1), chunks=(1, 2, 6, 1))
     chunks = pixels.pixel_chunks(images)
     counts = np.zeros(48)
     for seed in range(400):
-        counts[pixels.sample_valid_pixels(chunks, 6, seed, np.int64)[:, 0]] += 1
+        drawn = pixels.sample_valid_pixels(chunks, 6, seed, dtype)[:, 0].astype(int)
+        assert len(set(drawn)) == 6 and list(drawn) == sorted(drawn)  # distinct, in order
+        counts[drawn] += 1
     expected = 400 * 6 / 48
     assert np.all(np.abs(counts - expected) < 5 * np.sqrt(expected))
+    assert_array_equal(pixels.sample_valid_pixels(chunks, 6, 0, dtype),
+                       pixels.sample_valid_pixels(chunks, 6, 0, dtype))
 
 
 def test_only_an_irregular_grid_of_chunks_is_rechunked():

@@ -59,9 +59,11 @@ def colour_rows(start, stop, dtype, n_channels):
     """The pixels whose codes (:func:`pixel_codes`) are ``start .. stop - 1``, as rows."""
     codes = np.arange(start, stop, dtype=np.uint32)
     bits = 8 * np.dtype(dtype).itemsize
-    shifts = bits * np.arange(n_channels - 1, -1, -1, dtype=np.uint32)
-    unsigned = ((codes[:, None] >> shifts) & np.uint32((1 << bits) - 1))
-    return unsigned.astype(np.dtype(dtype).str.replace("i", "u")).view(dtype)
+    unsigned = np.empty((len(codes), n_channels), dtype=np.dtype(dtype).str.replace("i", "u"))
+    for channel in range(n_channels):  # a column at a time: no (n, C) uint32 temporary
+        shift = np.uint32(bits * (n_channels - 1 - channel))
+        unsigned[:, channel] = (codes >> shift) & np.uint32((1 << bits) - 1)
+    return unsigned.view(dtype)
 
 
 def pixel_codes(pixels):

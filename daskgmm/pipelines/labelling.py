@@ -15,7 +15,7 @@ from daskgmm.kernels import count_nonfinite_rows
 from daskgmm.threads import single_threaded_blas
 
 from .colour_table import colour_table, look_up, worth_a_table
-from .pixels import chunk_pixels, tree_merge, valid_pixels
+from .pixels import chunk_pixels, chunk_size, tree_merge, valid_pixels
 from .predictions import label_dtype, no_data_label
 
 
@@ -149,8 +149,7 @@ def label_pixels(chunks, targets, density, transform=None, nodata=None, pixels=N
         Each chunk's preview piece (None without ``preview_step``), in the order of ``chunks``.
     """
     table = None
-    n_pixels = sum(int(np.prod([part.stop - part.start for part in chunk.region]))
-                   for chunk in chunks)
+    n_pixels = sum(chunk_size(chunk) for chunk in chunks)
     if pixels is not None and worth_a_table(*pixels, n_pixels, targets):
         table = colour_table(*pixels, targets, density, transform)
     task = dask.delayed(label_chunk, pure=True, nout=2)

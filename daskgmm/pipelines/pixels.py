@@ -23,6 +23,8 @@ MERGE_FAN_IN = 8
 # A training sample up to this size is drawn to the client and fitted in memory; a larger one
 # stays on the cluster (drawn row by row as tables are, :func:`.training.sample_rows`).
 SAMPLE_IN_MEMORY_BYTES = 256 * 2**20
+# The spawn key of the generator that shares a sample among the chunks.
+SHARES_STREAM = 1
 
 
 def image_stack(array, channel_axis):
@@ -185,11 +187,13 @@ def _merge_samples(size):
 def sample_valid_pixels(chunks, size, seed, dtype, nodata=None):
     """Draw ``size`` valid pixels uniformly without replacement, in one pass over the chunks.
 
-    Every valid pixel gets a uniform random key (drawn from a generator seeded by
-    ``(seed, chunk)``, see :func:`_sample_chunk`); the ``size`` lowest keys win (all valid
-    pixels when there are fewer). So the sample depends
-    on the seed and the chunks alone, not on which worker read which chunk. The pixels are
-    returned in the order of the images (chunk by chunk).
+    When every pixel is valid (integer pixels, no ``nodata``, no mask), each chunk's share of
+    the sample is drawn first, from the multivariate hypergeometric law of the chunks' sizes,
+    and each chunk then draws its share (:func:`_draw_share`). Otherwise every valid pixel gets
+    a uniform random key and the ``size`` lowest keys win (:func:`_sample_chunk`). Either way
+    the draws come from generators seeded by ``(seed, chunk)``, so the sample depends on the
+    seed and the chunks alone, not on which worker read which chunk. The pixels are returned in
+    the order of the images (chunk by chunk). All valid pixels when there are fewer.
 
     Parameters
     ----------
@@ -206,13 +210,52 @@ def sample_valid_pixels(chunks, size, seed, dtype, nodata=None):
     ndarray of shape (n_drawn, C)
     """
     seed = np.random.SeedSequence(seed).entropy
-    draw = dask.delayed(_sample_chunk, pure=True)
-    samples = [draw(chunk.parts, chunk.mask, chunk.number, seed, size, dtype, nodata)
-               for chunk in chunks]
-    (sample,) = compute(tree_merge(samples, _merge_samples(size)),
-                        label=f"drew {size} valid pixels to fit on")
-    items = np.sort(sample[1], order=["chunk", "pixel"])
-    return items["value"]
+    label = f"drew {size} valid pixels to fit on"
+    if not _every_pixel_valid(chunks, dtype, nodata):
+        draw = dask.delayed(_sample_chunk, pure=True)
+        samples = [draw(chunk.parts, chunk.mask, chunk.number, seed, size, dtype, nodata)
+                   for chunk in chunks]
+        (sample,) = compute(tree_merge(samples, _merge_samples(size)), label=label)
+        return np.sort(sample[1], order=["chunk", "pixel"])["value"]
+    shares = _shares(chunks, size, seed)
+    draw = dask.delayed(_draw_share, pure=True)
+    drawn = [draw(chunk.parts, chunk.number, seed, share, dtype)
+             for chunk, share in zip(chunks, shares) if share]
+    (sample,) = compute(tree_merge(drawn, _concatenate), label=label)
+    return sample
+
+
+def _every_pixel_valid(chunks, dtype, nodata):
+    """Whether no pixel of ``chunks`` can lack data (integer pixels, no nodata, no mask)."""
+    return (np.dtype(dtype).kind != "f" and nodata is None
+            and all(chunk.mask is None for chunk in chunks))
+
+
+def chunk_size(chunk):
+    """The number of pixels of a :class:`PixelChunk`."""
+    return int(np.prod([part.stop - part.start for part in chunk.region]))
+
+
+def _shares(chunks, size, seed):
+    """How many of ``size`` pixels drawn uniformly without replacement fall in each chunk."""
+    sizes = np.array([chunk_size(chunk) for chunk in chunks], dtype=np.int64)
+    if size >= sizes.sum():
+        return sizes
+    # Its own stream: the chunks' generators are seeded by (seed, chunk number).
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(SHARES_STREAM,)))
+    return rng.multivariate_hypergeometric(sizes, size)
+
+
+def _draw_share(parts, number, seed, share, dtype):
+    """``share`` distinct pixels of one chunk, chosen uniformly, in the chunk's order."""
+    pixels = chunk_pixels(parts)
+    rng = np.random.default_rng([seed, number])
+    chosen = np.sort(rng.choice(len(pixels), size=share, replace=False))
+    return pixels[chosen].astype(dtype, copy=False)
+
+
+def _concatenate(*parts):
+    return np.concatenate(parts)
 
 
 def all_pixel_rows(chunks, images_dtype, n_channels, nodata=None):
@@ -221,11 +264,10 @@ def all_pixel_rows(chunks, images_dtype, n_channels, nodata=None):
     Chunk by chunk, in the order of :func:`pixel_chunks`: for a fit on every valid pixel.
     The validity is None when no pixel can lack data (integer pixels, no nodata, no mask).
     """
-    checked = (np.dtype(images_dtype).kind == "f" or nodata is not None
-               or any(chunk.mask is not None for chunk in chunks))
+    checked = not _every_pixel_valid(chunks, images_dtype, nodata)
     rows, valid = [], []
     for chunk in chunks:
-        n_pixels = int(np.prod([part.stop - part.start for part in chunk.region]))
+        n_pixels = chunk_size(chunk)
         rows.append(da.from_delayed(dask.delayed(chunk_pixels)(chunk.parts),
                                     (n_pixels, n_channels), dtype=images_dtype))
         valid.append(da.from_delayed(
