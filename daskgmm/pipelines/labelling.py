@@ -9,6 +9,7 @@ output, no pixel leaves its chunk, and nothing of the image's size passes throug
 
 import dask
 import numpy as np
+from dask.base import tokenize
 
 from daskgmm.evaluation import evaluate_rows
 from daskgmm.kernels import count_nonfinite_rows
@@ -152,8 +153,13 @@ def label_pixels(chunks, targets, density, transform=None, nodata=None, pixels=N
     n_pixels = sum(chunk_size(chunk) for chunk in chunks)
     if pixels is not None and worth_a_table(*pixels, n_pixels, targets):
         table = colour_table(*pixels, targets, density, transform)
-    task = dask.delayed(label_chunk, pure=True, nout=2)
+    # Named from one token of the arguments the tasks share: tokenizing the Zarr targets in
+    # every task's arguments cost more than the chunk's labelling (bench/README.md).
+    shared = tokenize(targets, density, transform, nodata, table, preview_step)
+    task = dask.delayed(label_chunk, nout=2)
     results = [task(chunk.parts, chunk.mask, chunk.region, targets, density, transform, nodata,
-                    table, preview_step)
+                    table, preview_step,
+                    dask_key_name="label-chunk-" + tokenize(shared, chunk.parts, chunk.mask,
+                                                            chunk.region))
                for chunk in chunks]
     return tree_merge([counts for counts, _ in results], _sum), [piece for _, piece in results]
