@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .guard import is_url
+from .storage import StorageConfig, is_url
 from .options import (
     COVARIANCE_TYPES,
     CRITERIA,
@@ -261,6 +261,7 @@ class JobConfig(Section):
     training: TrainingConfig = option(TrainingConfig)
     checkpoint: CheckpointConfig = option(CheckpointConfig)
     cluster: ClusterConfig = option(ClusterConfig)
+    storage: StorageConfig = option(StorageConfig)
     select: SelectConfig | None = None
     anomaly: AnomalyConfig | None = None
     batch: BatchConfig | None = None
@@ -307,6 +308,16 @@ class JobConfig(Section):
         if model.load is None and model.n_components is None:
             raise ConfigError("missing required key (or set model.load to apply a saved model)",
                               "model.n_components")
+
+    def paths(self):
+        """Every path the job names, by dotted key (local paths and URLs alike)."""
+        named = {"input.path": self.input.path, "input.mask": self.input.mask,
+                 "input.ingest_to": self.input.ingest_to, "model.load": self.model.load,
+                 "output.path": self.output.path}
+        if self.anomaly is not None and self.anomaly.data is not None:
+            named.update({"anomaly.data.path": self.anomaly.data.path,
+                          "anomaly.data.mask": self.anomaly.data.mask})
+        return {key: path for key, path in named.items() if path is not None}
 
     @property
     def checkpoint_path(self):

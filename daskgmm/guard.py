@@ -20,14 +20,10 @@ from pathlib import Path
 
 from .schema import ConfigError
 from .ownership import foreign_entries, remove_owned
+from .storage import is_url
 
 # Foreign entries named in a refusal; the rest are counted.
 SHOWN_ENTRIES = 5
-
-
-def is_url(path):
-    """Whether ``path`` is an fsspec URL (``s3://...``) rather than a local path."""
-    return "://" in str(path)
 
 
 def real_path(path):

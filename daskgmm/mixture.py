@@ -334,8 +334,16 @@ class GaussianMixture(BaseMixture):
         save_model(self, path, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path):
-        """Read a model written by :meth:`save`."""
+    def load(cls, path, storage_options=None):
+        """Read a model written by :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or Path
+            A local folder or an fsspec URL (``s3://bucket/model.zarr``).
+        storage_options : dict, optional
+            The fsspec filesystem's options for a URL, as for ``zarr.open_group``.
+        """
         from .model_format import load_model
 
-        return load_model(path, cls)
+        return load_model(path, cls, storage_options)

@@ -12,7 +12,8 @@ import numpy as np
 import zarr
 
 from . import atomic
-from .guard import Guard, is_url
+from .guard import Guard
+from .storage import access_denied, is_url, zarr_options
 
 MODEL_FORMAT = "daskgmm.GaussianMixture"
 MODEL_FORMAT_VERSION = 1
@@ -117,7 +118,7 @@ def save_model(model, path, overwrite=False):
         write_model_group(zarr.open_group(str(staging), mode="a"), model)  # keeps the marker
 
 
-def load_model(path, cls):
+def load_model(path, cls, storage_options=None):
     """Load a model saved with :func:`save_model` (or written by :func:`write_model`).
 
     Parameters
@@ -126,6 +127,9 @@ def load_model(path, cls):
         A local folder or an fsspec URL.
     cls : type
         The estimator class.
+    storage_options : dict, optional
+        The fsspec filesystem's options for a URL (e.g. ``{"endpoint_url": ...}``); by default
+        the job's ``storage`` section, or the filesystem's own defaults and environment.
 
     Returns
     -------
@@ -134,12 +138,20 @@ def load_model(path, cls):
     Raises
     ------
     FileNotFoundError
-        If there is nothing at a local ``path``.
+        If there is no model at ``path``.
+    PermissionError
+        If the object store refuses the read.
     """
     path = str(path)
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"No saved model at {path!r}.")
-    return read_model_group(zarr.open_group(path, mode="r"), cls)
+    try:
+        group = zarr.open_group(path, mode="r", **zarr_options(path, storage_options))
+    except PermissionError as error:
+        raise PermissionError(access_denied(path, error)) from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No saved model at {path!r}.") from None
+    return read_model_group(group, cls)
 
 
 def write_model(path, model, attrs=None):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import dask
 
+from . import storage
 from .cluster import check_cluster, dashboard_link, describe_cluster, open_client
 from .config import ConfigError, load_config
 
@@ -94,7 +95,8 @@ def prepare(args):
     try:
         check_cluster(config.cluster)
         pipeline = pipeline_module(config.pipeline)
-        prepared = pipeline.prepare(config, resume=args.resume)
+        with storage.using(config.storage):
+            prepared = pipeline.prepare(config, resume=args.resume)
     except ConfigError as error:
         raise error.in_file(args.config) from None
     return config, pipeline, prepared
@@ -112,6 +114,11 @@ def format_plan(prepared, cluster_line, config_file):
         replace = " (a batch store: results are added to it)"
     lines += [f"output: {output.path}{replace}"] + [f"  {line}" for line in plan.outputs]
     lines += [f"cluster: {cluster_line}"]
+    urls = {storage.scheme_of(path): path for path in prepared.config.paths().values()
+            if storage.is_url(path)}
+    with storage.using(prepared.config.storage):
+        lines += [f"credentials for {scheme}://: {storage.credentials_found(url)}"
+                  for scheme, url in sorted(urls.items())]
     return "\n".join(lines)
 
 
@@ -206,7 +213,8 @@ def _run(args):
     print(f"daskgmm {config.pipeline} job: {args.config} -> {config.output.path}", flush=True)
     started = time.perf_counter()
     try:
-        summary = execute(config, pipeline, prepared, args.verbose)
+        with storage.using(config.storage):
+            summary = execute(config, pipeline, prepared, args.verbose)
     except KeyboardInterrupt:
         print("interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED

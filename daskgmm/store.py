@@ -13,8 +13,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from . import atomic
-from .guard import is_url
 from .reading import as_dask_array
+from .storage import access_denied, is_url, zarr_options
 
 
 # The outputs' codec: LZ4 with byte shuffling compresses labels and scores about as well as
@@ -43,13 +43,15 @@ def open_array(path, component=None):
     ------
     FileNotFoundError
         If there is no Zarr store at ``path``.
+    PermissionError
+        If the object store refuses the read (the message names the credentials found).
     ValueError
         If ``path`` holds a group and ``component`` does not name one of its arrays.
     """
     path = str(path)
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"No Zarr store at {path!r}.")
-    node = zarr.open(path, mode="r")
+    node = open_node(path)
     if component is not None:
         node = _member(node, component, path)
     if isinstance(node, zarr.Group):
@@ -59,6 +61,17 @@ def open_array(path, component=None):
             f"({', '.join(names) or 'it has none'}), e.g. {path}/{names[0] if names else 'X'}."
         )
     return as_dask_array(node)
+
+
+def open_node(path, mode="r", options=None):
+    """``zarr.open`` of a local path or URL (with its :func:`~daskgmm.storage.storage_options`,
+    or ``options``); a refused or missing URL is an error that names it."""
+    try:
+        return zarr.open(str(path), mode=mode, **zarr_options(path, options))
+    except PermissionError as error:
+        raise PermissionError(access_denied(path, error)) from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"No Zarr store at {str(path)!r}.") from None
 
 
 def _member(group, name, path):
@@ -106,7 +119,7 @@ def read_attrs(path):
     """Return the attributes of the Zarr array or group at ``path`` (empty if there is none)."""
     if not is_url(path) and not Path(path).exists():
         return {}
-    return dict(zarr.open(str(path), mode="r").attrs)
+    return dict(open_node(path).attrs)
 
 
 def write_attrs(path, attrs):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import dask
@@ -197,3 +198,63 @@ def write_zarr(path, data):
                                dtype=data.dtype)
     da.store(data, target, lock=False)
     return Path(path)
+
+
+# ------------------------------------------------------------------ a real S3 server
+
+
+@dataclass
+class Bucket:
+    """A bucket of the test S3 server: its name, the server's URL, and an s3fs client of it."""
+
+    name: str
+    endpoint_url: str
+    fs: object
+
+    def url(self, key):
+        return f"s3://{self.name}/{key}"
+
+    def write_zarr(self, key, data):
+        """Write ``data`` with zarr itself (a user's input) at ``s3://bucket/key``; return it."""
+        import zarr
+
+        target = zarr.create_array(self.url(key), shape=data.shape, chunks=data.shape,
+                                   dtype=data.dtype,
+                                   storage_options={"endpoint_url": self.endpoint_url})
+        target[...] = data
+        return self.url(key)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on a loopback port, with dummy credentials in the environment.
+
+    A real HTTP server, reached through s3fs as any S3 endpoint is: nothing inside this process
+    is patched. No ``AWS_ENDPOINT_URL`` is set, so a job reaches it only through its config.
+    """
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1",
+                            "AWS_EC2_METADATA_DISABLED": "true"}.items():
+            patch.setenv(name, value)
+        patch.delenv("AWS_ENDPOINT_URL", raising=False)
+        yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint):
+    """A new, empty bucket of the test S3 server."""
+    import uuid
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(name)
+    return Bucket(name, s3_endpoint, fs)

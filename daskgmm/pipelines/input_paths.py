@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 from daskgmm.config import ConfigError
-from daskgmm.guard import glob_root, is_url
+from daskgmm.guard import glob_root
+from daskgmm.storage import is_url
 from daskgmm.images import IMAGE_SUFFIXES
 from daskgmm.store import is_zarr_store
 from daskgmm.tables import TABLE_SUFFIXES

@@ -14,6 +14,7 @@ from daskgmm import store
 from daskgmm.config import ConfigError
 from daskgmm.images import IMAGE_SUFFIXES, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
+from daskgmm.storage import check_url
 from daskgmm.tables import TABLE_SUFFIXES, open_table, table_rows
 
 from .input_paths import input_files, input_format
@@ -80,10 +81,13 @@ def generates(config):
 
 
 def _zarr_source(config, key):
+    check_url(config.path, f"{key}.path")
     try:
         array = store.open_array(config.path, config.array)
     except FileNotFoundError:
         raise ConfigError(f"no Zarr store at {config.path!r}", f"{key}.path") from None
+    except PermissionError as error:
+        raise ConfigError(str(error), f"{key}.path") from None
     except ValueError as error:
         raise ConfigError(str(error), f"{key}.array" if config.array else f"{key}.path") from None
     except Exception as error:  # zarr's own errors for a folder that holds no Zarr metadata

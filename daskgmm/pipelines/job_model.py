@@ -11,6 +11,7 @@ import dask.array as da
 
 from daskgmm import GaussianMixture, store
 from daskgmm.config import ConfigError
+from daskgmm.storage import check_url
 
 from .progress import compute
 from .training import Standardizer, fit_mixture, sample_rows, transform
@@ -51,10 +52,13 @@ def load_saved_model(config, n_features):
         If there is no saved model at the path, or it expects other features.
     """
     path = config.load
+    check_url(path, "model.load")
     try:
         model = GaussianMixture.load(path)
     except FileNotFoundError:
         raise ConfigError(f"no saved model at {path!r}", "model.load") from None
+    except PermissionError as error:
+        raise ConfigError(str(error), "model.load") from None
     except Exception as error:
         raise ConfigError(f"{path!r} is not a saved daskgmm model ({error})", "model.load") \
             from None

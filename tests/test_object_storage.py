@@ -1,0 +1,178 @@
+"""Jobs read their inputs and saved models from S3 as they read local ones.
+
+Against a real S3 server (moto's, on a loopback port; ``conftest.s3_endpoint``), reached through
+s3fs with the endpoint the job's ``storage`` section gives: the jobs' models are those of the same
+jobs on local copies, bit for bit, and a missing object, a refused read or a secret in the job
+file is an error that names the key, the URL and the fix (exit status 2).
+"""
+
+import json
+
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+
+from conftest import FITTED_ARRAYS, write_zarr
+from daskgmm import GaussianMixture
+from daskgmm.config import ConfigError, JobConfig
+from jobs_helpers import TINY_CLUSTER, images, job, run_main, table_rows, write_job
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def storage(bucket):
+    return {"s3": {"endpoint_url": bucket.endpoint_url}}
+
+
+def run_job(tmp_path, spec, name="job.yaml"):
+    status, out, err = run_main(write_job(tmp_path / name, spec))
+    return status, out + err
+
+
+def assert_same_model(left, right):
+    for name in FITTED_ARRAYS:
+        assert_array_equal(getattr(left, name), getattr(right, name), err_msg=name)
+    assert left.lower_bound_ == right.lower_bound_
+
+
+@pytest.mark.parametrize("pipeline", ["fit", "anomaly"])
+def test_a_table_job_reads_a_zarr_store_in_a_bucket_as_a_local_one(tmp_path, bucket, pipeline):
+    rows = table_rows()
+    url = bucket.write_zarr("rows.zarr", rows)
+    local = write_zarr(tmp_path / "rows.zarr", rows)
+    status, log = run_job(tmp_path, job(pipeline, url, tmp_path / "from-s3",
+                                        storage=storage(bucket)))
+    assert status == 0, log
+    status, log = run_job(tmp_path, job(pipeline, local, tmp_path / "from-disk"))
+    assert status == 0, log
+    assert_same_model(GaussianMixture.load(tmp_path / "from-s3" / "model.zarr"),
+                      GaussianMixture.load(tmp_path / "from-disk" / "model.zarr"))
+
+
+@pytest.mark.slow  # worker processes: the bucket's filesystem reaches them pickled
+def test_the_segment_job_reads_an_image_in_a_bucket_from_worker_processes(tmp_path, bucket):
+    pictures = images()
+    url = bucket.write_zarr("images.zarr", pictures)
+    cluster = {**TINY_CLUSTER, "processes": True}
+    status, log = run_job(tmp_path, job("segment", url, tmp_path / "from-s3", cluster=cluster,
+                                        storage=storage(bucket)))
+    assert status == 0, log
+    local = write_zarr(tmp_path / "images.zarr", pictures)
+    status, log = run_job(tmp_path, job("segment", local, tmp_path / "from-disk"))
+    assert status == 0, log
+    results = [zarr.open_group(str(tmp_path / name / "result.zarr"), mode="r")
+               for name in ("from-s3", "from-disk")]
+    assert_array_equal(results[0]["labels"][...], results[1]["labels"][...])
+    assert_same_model(GaussianMixture.load(tmp_path / "from-s3" / "model.zarr"),
+                      GaussianMixture.load(tmp_path / "from-disk" / "model.zarr"))
+
+
+def test_a_saved_model_in_a_bucket_is_loaded_and_applied(tmp_path, bucket):
+    rows = table_rows()
+    status, log = run_job(tmp_path, job("fit", write_zarr(tmp_path / "rows.zarr", rows),
+                                        tmp_path / "fitted"))
+    assert status == 0, log
+    bucket.fs.put(str(tmp_path / "fitted" / "model.zarr"), bucket.url("model.zarr"),
+                  recursive=True)
+    fitted = GaussianMixture.load(tmp_path / "fitted" / "model.zarr")
+    loaded = GaussianMixture.load(bucket.url("model.zarr"),
+                                  storage_options={"endpoint_url": bucket.endpoint_url})
+    assert_same_model(loaded, fitted)
+
+    spec = predict_job(bucket.write_zarr("rows.zarr", rows), bucket.url("model.zarr"),
+                       tmp_path / "predicted", bucket)
+    status, log = run_job(tmp_path, spec)
+    assert status == 0, log
+    labels = zarr.open_group(str(tmp_path / "predicted" / "result.zarr"), mode="r")["labels"]
+    assert_array_equal(labels[...], fitted.predict(rows))
+
+
+def predict_job(input_path, model_path, output_path, bucket):
+    spec = job("predict", input_path, output_path, model={"load": model_path},
+               storage=storage(bucket))
+    del spec["model"]["n_components"], spec["model"]["max_iter"]
+    return spec
+
+
+@pytest.mark.parametrize("key", ["input.path", "model.load"])
+def test_a_missing_object_is_an_error_naming_the_key_and_the_url(tmp_path, bucket, key):
+    missing = bucket.url("nothing-here.zarr")
+    if key == "input.path":
+        spec = job("fit", missing, tmp_path / "out", storage=storage(bucket))
+    else:
+        spec = predict_job(bucket.write_zarr("rows.zarr", table_rows()), missing,
+                           tmp_path / "out", bucket)
+    status, log = run_job(tmp_path, spec)
+    assert status == 2, log
+    assert key in log and missing in log
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_read_names_the_url_and_the_credentials_found(tmp_path, bucket):
+    url = bucket.write_zarr("rows.zarr", table_rows())
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
+        "Resource": f"arn:aws:s3:::{bucket.name}/*"}]}
+    bucket.fs.call_s3("put_bucket_policy", Bucket=bucket.name, Policy=json.dumps(policy))
+    status, log = run_job(tmp_path, job("fit", url, tmp_path / "out", storage=storage(bucket)))
+    assert status == 2, log
+    assert "input.path" in log and url in log and "denied" in log
+    assert "found by botocore (env)" in log  # the dummy AWS_ACCESS_KEY_ID of the fixture
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("scheme, secret, source", [("s3", "secret", "AWS_ACCESS_KEY_ID"),
+                                                    ("gcs", "token", "GOOGLE_APPLICATION"),
+                                                    ("az", "account_key", "AZURE_STORAGE")])
+def test_secrets_are_refused_in_the_job_file(tmp_path, scheme, secret, source):
+    spec = job("fit", "s3://bucket/rows.zarr", tmp_path / "out",
+               storage={scheme: {secret: "do-not-write-me-here"}})
+    with pytest.raises(ConfigError) as refused:
+        JobConfig.from_dict(spec)
+    assert refused.value.key == f"storage.{scheme}.{secret}"
+    assert source in str(refused.value) and "do-not-write-me-here" not in str(refused.value)
+
+
+def test_the_storage_section_gives_fsspec_its_options():
+    config = JobConfig.from_dict(job("fit", "s3://bucket/rows.zarr", "out", storage={
+        "s3": {"endpoint_url": "http://127.0.0.1:9000", "region": "eu-west-1",
+               "profile": "batch"},
+        "gcs": {"anon": True, "project": "p"}, "az": {"account_name": "acct"}}))
+    from daskgmm import storage
+
+    with storage.using(config.storage):
+        s3 = storage.storage_options("s3://bucket/rows.zarr")
+        assert s3["client_kwargs"] == {"region_name": "eu-west-1",
+                                       "endpoint_url": "http://127.0.0.1:9000"}
+        assert s3["profile"] == "batch" and s3["anon"] is False
+        assert s3["config_kwargs"]["retries"]["mode"] == "adaptive"  # reads retried, backed off
+        assert storage.storage_options("gs://b/x") == {"token": "anon", "project": "p"}
+        assert storage.storage_options("abfs://c/x") == {"anon": False, "account_name": "acct"}
+        assert storage.storage_options("/local/path") == {}
+    assert storage.storage_options("s3://bucket/rows.zarr") == {}  # outside the job: defaults
+
+
+def test_the_dry_run_opens_the_inputs_in_the_bucket_and_names_the_credentials(tmp_path,
+                                                                                 bucket):
+    url = bucket.write_zarr("rows.zarr", table_rows())
+    job_file = write_job(tmp_path / "job.yaml",
+                         job("fit", url, tmp_path / "out", storage=storage(bucket)))
+    status, out, err = run_main(job_file, "--dry-run")
+    assert status == 0, err
+    assert f"input: {url} [zarr] shape (600, 3)" in out
+    assert "credentials for s3://: found by botocore (env)" in out
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_readmes_storage_section_is_a_valid_one():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [text for text in re.findall(r"```yaml\n(.*?)```", readme, re.S)
+                if text.startswith("storage:")]
+    config = JobConfig.from_dict(job("fit", "s3://bucket/rows.zarr", "out",
+                                     **yaml.safe_load(block)))
+    assert config.storage.s3.endpoint_url == "https://minio.example.org:9000"
