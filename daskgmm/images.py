@@ -1,9 +1,11 @@
-"""Image files in and out: PNG, JPEG and TIFF decoded with Pillow, PNG written."""
+"""Image files in and out: PNG, JPEG and TIFF (local or at URLs) read by Pillow, PNG written."""
 
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
+
+from .storage import open_file, storage_options
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 # Pillow modes whose pixels are not 8-bit, and the NumPy dtype each decodes to.
@@ -28,12 +30,15 @@ def _decoded_mode(image):
     return _CONVERTED_MODES.get(image.mode, image.mode)
 
 
-def image_file_info(path):
+def image_file_info(path, options=None):
     """Return the ``(height, width, channels)`` shape and dtype of an image file, from its header.
 
     Parameters
     ----------
     path : str or Path
+        A local file or a URL (:func:`daskgmm.storage.open_file`).
+    options : dict, optional
+        The fsspec options of a URL (the current ``storage`` section's by default).
 
     Returns
     -------
@@ -47,20 +52,25 @@ def image_file_info(path):
     """
     Image = _pillow()
     try:
-        with Image.open(path) as image:
+        with open_file(path, options) as file, Image.open(file) as image:
             mode, (width, height) = _decoded_mode(image), image.size
+    except PermissionError:  # a refused read is not a damaged image
+        raise
     except (OSError, SyntaxError) as error:
         raise ValueError(f"{str(path)!r} is not a readable image ({error}).") from None
     dtype = np.dtype(_PILLOW_DTYPES.get(mode, np.uint8))
     return (height, width, Image.getmodebands(mode)), dtype
 
 
-def read_image_file(path):
+def read_image_file(path, options=None):
     """Decode an image file to an array of shape ``(height, width, channels)``.
 
     Parameters
     ----------
     path : str or Path
+        A local file or a URL.
+    options : dict, optional
+        The fsspec options of a URL: given by the client, as a task has no ``storage`` section.
 
     Returns
     -------
@@ -68,7 +78,7 @@ def read_image_file(path):
         In native byte order; one channel for a grey image.
     """
     Image = _pillow()
-    with Image.open(path) as image:
+    with open_file(path, options) as file, Image.open(file) as image:
         mode = _decoded_mode(image)
         pixels = np.asarray(image if mode == image.mode else image.convert(mode))
     if pixels.dtype.byteorder == ">":
@@ -92,7 +102,8 @@ def open_image_files(files, shape, dtype):
     """
     import dask
 
-    images = [da.from_delayed(dask.delayed(read_image_file)(str(f)), shape=shape, dtype=dtype)
+    images = [da.from_delayed(dask.delayed(read_image_file)(str(f), storage_options(f)),
+                              shape=shape, dtype=dtype)
               for f in files]
     return da.stack(images)
 

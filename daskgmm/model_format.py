@@ -13,7 +13,7 @@ import zarr
 
 from . import atomic
 from .guard import Guard
-from .storage import access_denied, is_url, zarr_options
+from .storage import access_denied, is_url, url_options
 
 MODEL_FORMAT = "daskgmm.GaussianMixture"
 MODEL_FORMAT_VERSION = 1
@@ -146,7 +146,7 @@ def load_model(path, cls, storage_options=None):
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"No saved model at {path!r}.")
     try:
-        group = zarr.open_group(path, mode="r", **zarr_options(path, storage_options))
+        group = zarr.open_group(path, mode="r", **url_options(path, storage_options))
     except PermissionError as error:
         raise PermissionError(access_denied(path, error)) from None
     except FileNotFoundError:

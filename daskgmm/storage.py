@@ -148,9 +148,9 @@ def storage_options(url):
     return section.fsspec_options() if section is not None else {}
 
 
-def zarr_options(path, options=None):
-    """Keyword arguments for ``zarr.open*`` at ``path``: its storage options if it is a URL
-    (``options`` when given), none for a local path."""
+def url_options(path, options=None):
+    """Keyword arguments for a reader of ``path`` (``zarr.open*``, ``dd.read_csv``...): its
+    ``storage_options`` if it is a URL (``options`` when given), none for a local path."""
     if not is_url(path):
         return {}
     return {"storage_options": storage_options(path) if options is None else options}
@@ -196,3 +196,58 @@ def check_url(value, key):
         fix = f"pip install 'daskgmm[{extra}]'" if extra else "install its fsspec filesystem"
         raise ConfigError(f"{shown(value)} needs the {scheme}:// filesystem ({error}); {fix}",
                           key) from None
+
+
+# ------------------------------------------------------------------ files behind URLs
+
+
+def filesystem(url, options=None):
+    """The fsspec filesystem of ``url`` and the path within it, with its storage options."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(url), **(storage_options(url) if options is None
+                                              else options))
+
+
+def open_file(path, options=None):
+    """Open a local file or a URL (with ``options``, or the current section's) for reading
+    bytes; a missing object is a FileNotFoundError and a refusal a PermissionError naming it."""
+    if not is_url(path):
+        return open(path, "rb")
+    fs, inner = filesystem(path, options)
+    try:
+        return fs.open(inner, "rb")
+    except PermissionError as error:
+        raise PermissionError(access_denied(path, error)) from None
+
+
+def listing(pattern):
+    """The URLs a URL glob matches, or the entries of a URL folder (None if it is neither)."""
+    fs, inner = filesystem(pattern)
+    protocol = str(pattern).split("://", 1)[0]
+    if any(character in inner for character in "*?["):
+        found = fs.glob(inner)
+    elif fs.isdir(inner):
+        found = fs.ls(inner, detail=False)
+    else:
+        return None
+    return [f"{protocol}://{name}" for name in sorted(found)]
+
+
+def exists(url):
+    """Whether an object or prefix exists at ``url``."""
+    fs, inner = filesystem(url)
+    return fs.exists(inner)
+
+
+def file_signature(path):
+    """What changes when a file is rewritten: its path, size and modification time (an
+    object's ETag in a bucket)."""
+    if not is_url(path):
+        from pathlib import Path
+
+        status = Path(path).stat()
+        return [str(Path(path).resolve()), status.st_size, status.st_mtime_ns]
+    fs, inner = filesystem(path)
+    info = fs.info(inner)
+    return [str(path), info.get("size"), str(info.get("ETag") or info.get("mtime") or "")]

@@ -14,7 +14,7 @@ from zarr.codecs import BloscCodec
 
 from . import atomic
 from .reading import as_dask_array
-from .storage import access_denied, is_url, zarr_options
+from .storage import access_denied, exists, is_url, url_options
 
 
 # The outputs' codec: LZ4 with byte shuffling compresses labels and scores about as well as
@@ -67,7 +67,7 @@ def open_node(path, mode="r", options=None):
     """``zarr.open`` of a local path or URL (with its :func:`~daskgmm.storage.storage_options`,
     or ``options``); a refused or missing URL is an error that names it."""
     try:
-        return zarr.open(str(path), mode=mode, **zarr_options(path, options))
+        return zarr.open(str(path), mode=mode, **url_options(path, options))
     except PermissionError as error:
         raise PermissionError(access_denied(path, error)) from None
     except FileNotFoundError:
@@ -81,11 +81,11 @@ def _member(group, name, path):
 
 
 def is_zarr_store(path):
-    """Whether ``path`` is a URL (assumed Zarr) or a local folder holding Zarr metadata."""
+    """Whether ``path`` is a local folder or a URL prefix holding Zarr metadata."""
+    names = ("zarr.json", ".zarray", ".zgroup")
     if is_url(path):
-        return True
-    path = Path(path)
-    return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup"))
+        return any(exists(f"{str(path).rstrip('/')}/{name}") for name in names)
+    return any((Path(path) / name).exists() for name in names)
 
 
 def write_array(path, data, kind, attrs=None, compute=None):

@@ -1,5 +1,7 @@
 """Tables in: CSV and Parquet files read lazily as numeric rows (``dask.dataframe``)."""
 
+from .storage import url_options
+
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
@@ -52,7 +54,7 @@ def open_table(paths, file_format, columns=None):
     """
     dd = _dataframe()
     reader = dd.read_csv if file_format == "csv" else dd.read_parquet
-    frame = reader(paths)
+    frame = reader(paths, **url_options(paths[0]))  # a URL's storage_options
     return frame[_numeric_columns(frame, columns)]
 
 

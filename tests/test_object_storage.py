@@ -8,6 +8,7 @@ file is an error that names the key, the URL and the fix (exit status 2).
 
 import json
 
+import numpy as np
 import pytest
 import zarr
 from numpy.testing import assert_array_equal
@@ -15,7 +16,8 @@ from numpy.testing import assert_array_equal
 from conftest import FITTED_ARRAYS, write_zarr
 from daskgmm import GaussianMixture
 from daskgmm.config import ConfigError, JobConfig
-from jobs_helpers import TINY_CLUSTER, images, job, run_main, table_rows, write_job
+from jobs_helpers import (IMAGE_SIDE, TINY_CLUSTER, images, job, run_main, table_rows,
+                          write_job, write_pngs)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -63,6 +65,60 @@ def test_the_segment_job_reads_an_image_in_a_bucket_from_worker_processes(tmp_pa
     results = [zarr.open_group(str(tmp_path / name / "result.zarr"), mode="r")
                for name in ("from-s3", "from-disk")]
     assert_array_equal(results[0]["labels"][...], results[1]["labels"][...])
+    assert_same_model(GaussianMixture.load(tmp_path / "from-s3" / "model.zarr"),
+                      GaussianMixture.load(tmp_path / "from-disk" / "model.zarr"))
+
+
+def test_an_array_of_a_group_and_a_mask_in_a_bucket_are_read_as_local_ones(tmp_path, bucket):
+    pictures = images()
+    mask = np.ones(pictures.shape[:3], dtype=bool)
+    mask[:, :4] = False
+    group = zarr.open_group(bucket.url("scene.zarr"), mode="w",
+                            storage_options={"endpoint_url": bucket.endpoint_url})
+    group.create_array("rgb", data=pictures)
+    local = zarr.open_group(str(tmp_path / "scene.zarr"), mode="w")
+    local.create_array("rgb", data=pictures)
+    runs = {"from-s3": (bucket.url("scene.zarr"), bucket.write_zarr("mask.zarr", mask)),
+            "from-disk": (str(tmp_path / "scene.zarr"), write_zarr(tmp_path / "mask.zarr", mask))}
+    for name, (scene, mask_path) in runs.items():
+        spec = job("segment", scene, tmp_path / name, storage=storage(bucket),
+                   input={"array": "rgb", "mask": str(mask_path)})
+        status, log = run_job(tmp_path, spec)
+        assert status == 0, log
+    labels = [zarr.open_group(str(tmp_path / name / "result.zarr"), mode="r")["labels"][...]
+              for name in runs]
+    assert_array_equal(labels[0], labels[1])
+    assert (labels[0][:, :4] == 255).all()  # masked: the no-data label
+
+
+@pytest.mark.parametrize("pattern", ["images/*.png", "images"])  # a glob; a prefix
+def test_image_files_in_a_bucket_are_segmented_as_local_ones(tmp_path, bucket, pattern):
+    local = write_pngs(tmp_path / "images")
+    bucket.fs.put(str(local), bucket.url("images"), recursive=True)
+    runs = {"from-s3": bucket.url(pattern), "from-disk": str(tmp_path / pattern)}
+    for name, path in runs.items():
+        status, log = run_job(tmp_path, job("segment", path, tmp_path / name,
+                                            storage=storage(bucket)))
+        assert status == 0, log
+    labels = [zarr.open_group(str(tmp_path / name / "result.zarr"), mode="r")["labels"][...]
+              for name in runs]
+    assert labels[0].shape == (2, IMAGE_SIDE, IMAGE_SIDE)
+    assert_array_equal(labels[0], labels[1])
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet"])
+def test_table_files_in_a_bucket_are_fitted_as_local_ones(tmp_path, bucket, kind):
+    import pandas as pd
+
+    frame = pd.DataFrame(table_rows(), columns=["a", "b", "c"])
+    local = tmp_path / f"rows.{kind}"
+    frame.to_csv(local, index=False) if kind == "csv" else frame.to_parquet(local)
+    bucket.fs.put(str(local), bucket.url(f"tables/rows.{kind}"))
+    runs = {"from-s3": bucket.url(f"tables/*.{kind}"), "from-disk": str(local)}
+    for name, path in runs.items():
+        status, log = run_job(tmp_path, job("fit", path, tmp_path / name,
+                                            storage=storage(bucket)))
+        assert status == 0, log
     assert_same_model(GaussianMixture.load(tmp_path / "from-s3" / "model.zarr"),
                       GaussianMixture.load(tmp_path / "from-disk" / "model.zarr"))
 

@@ -9,16 +9,18 @@ import glob
 import os
 from pathlib import Path
 
+from daskgmm import storage
 from daskgmm.config import ConfigError
 from daskgmm.guard import glob_root
-from daskgmm.storage import is_url
 from daskgmm.images import IMAGE_SUFFIXES
+from daskgmm.storage import is_url
 from daskgmm.store import is_zarr_store
 from daskgmm.tables import TABLE_SUFFIXES
 
 
 def is_zarr_path(path):
-    """Whether ``path`` names a Zarr store: a URL, a name ending in ``.zarr`` or a Zarr folder."""
+    """Whether ``path`` names a Zarr store: a name ending in ``.zarr``, or a folder (or URL
+    prefix) holding Zarr metadata."""
     return path.rstrip("/").endswith(".zarr") or is_zarr_store(path)
 
 
@@ -44,17 +46,17 @@ def input_format(config, key):
         return config.format
     if is_zarr_path(config.path):
         return "zarr"
-    if Path(config.path).is_dir():
-        return "images"
+    if _listed(config.path) is not None and not glob.has_magic(config.path):
+        return "images"  # a folder
     return _format_of_files(config.path, key)
 
 
 def _format_of_files(path, key):
     """The format of a file, or of a glob's first match, told from its suffix."""
     if glob.has_magic(path):
-        matches = sorted(glob.glob(path))
+        matches = sorted(_listed(path)[1])
     else:
-        matches = [path] if Path(path).exists() else []
+        matches = [path] if _exists(path) else []
     if not matches:
         raise ConfigError(f"no such file, folder or Zarr store: {path!r}", f"{key}.path")
     suffix = Path(matches[0]).suffix.lower()
@@ -87,8 +89,17 @@ def batch_input_format(config, key="input"):
     return "zarr" if is_zarr_path(config.path) else "images"
 
 
+def _exists(path):
+    return storage.exists(path) if is_url(path) else Path(path).exists()
+
+
 def _listed(pattern, recursive=False):
-    """The folder a glob or folder lists from and the paths it lists; None when it is neither."""
+    """The folder a glob or folder lists from and the paths it lists; None when it is neither.
+
+    A URL's glob or prefix is listed by its filesystem (its folder is then the URL itself)."""
+    if is_url(pattern):
+        found = storage.listing(pattern)
+        return None if found is None else (pattern, found)
     if glob.has_magic(pattern):
         return glob_root(pattern), glob.glob(pattern, recursive=recursive)
     if Path(pattern).is_dir():
@@ -118,7 +129,7 @@ def input_files(path, key, suffixes, what):
     """
     listed = _listed(path)
     if listed is None:
-        files = [path] if Path(path).exists() else []
+        files = [path] if _exists(path) else []
     else:
         files = sorted(name for name in listed[1]
                        if glob.has_magic(path) or Path(name).suffix.lower() in suffixes)

@@ -14,7 +14,7 @@ from daskgmm import store
 from daskgmm.config import ConfigError
 from daskgmm.images import IMAGE_SUFFIXES, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
-from daskgmm.storage import check_url
+from daskgmm.storage import check_url, file_signature
 from daskgmm.tables import TABLE_SUFFIXES, open_table, table_rows
 
 from .input_paths import input_files, input_format
@@ -104,7 +104,7 @@ def _image_layout(files, key):
     """The ``(height, width, channels)`` shape and dtype all the image files share."""
     try:
         layouts = [image_file_info(f) for f in files]
-    except ValueError as error:
+    except (ValueError, PermissionError) as error:
         raise ConfigError(str(error), f"{key}.path") from None
     for name, layout in zip(files, layouts):
         if layout != layouts[0]:
@@ -129,8 +129,7 @@ def _ingested(files, shape, dtype, target):
 
     ``target`` is cleared by the job's guard: it is new, or a store daskgmm ingested before.
     """
-    signature = [[str(Path(f).resolve()), Path(f).stat().st_size, Path(f).stat().st_mtime_ns]
-                 for f in files]
+    signature = [file_signature(f) for f in files]
     if not target.exists() or store.read_attrs(target).get("sources") != signature:
         images = open_image_files(files, shape, dtype)
         store.write_array(target, images, INGEST, attrs={"sources": signature},
