@@ -1,6 +1,7 @@
 """The segment job works chunk by chunk: no rechunk or shuffle of the image, the image read once
-for the output (plus once for the sample), outputs chunked as the input, and each chunk's
-labels, log-likelihood and probabilities those of the estimator."""
+(twice, for the sample and the output, when it does not fit in the workers' memory), outputs
+chunked as the input, and each chunk's labels, log-likelihood and probabilities those of the
+estimator."""
 
 import numpy as np
 import pytest
@@ -43,8 +44,12 @@ def task_names(tasks):
     return [str(task["key"]) for task in tasks]
 
 
+@pytest.mark.parametrize("held", [True, False])  # fits in the workers' memory, or not
 @pytest.mark.parametrize("layout", ["channels-last", "channels-first-by-band"])
-def test_no_rechunk_or_shuffle_and_the_image_is_read_twice(client, tmp_path, layout):
+def test_no_rechunk_or_shuffle_and_the_image_is_read_once_or_twice(client, tmp_path, layout,
+                                                                    held, monkeypatch):
+    if not held:
+        monkeypatch.setattr(pixels, "HOLD_SHARE", 0.0)
     images = images_with_regions()
     if layout == "channels-last":
         array, chunks, axis = images, (1, 16, 24, 3), -1
@@ -58,7 +63,8 @@ def test_no_rechunk_or_shuffle_and_the_image_is_read_twice(client, tmp_path, lay
     if layout == "channels-last":  # else the reads are fused into the tasks moving the axis
         image = store.open_array(tmp_path / "images.zarr")  # the job's keys: the same
         reads = [name for name in names if name.startswith(f"('{image.name}'")]
-        assert len(reads) == 2 * image.npartitions  # the sample's pass and the output's
+        # Held: read once for both passes (the sample's and the output's); else once each.
+        assert len(reads) == (1 if held else 2) * image.npartitions
     for name in ("labels", "log_likelihood"):
         assert result[name].chunks == (1, 16, 24)
     assert result["probabilities"].chunks == (1, 16, 24, 3)

@@ -23,6 +23,8 @@ MERGE_FAN_IN = 8
 # A training sample up to this size is drawn to the client and fitted in memory; a larger one
 # stays on the cluster (drawn row by row as tables are, :func:`.training.sample_rows`).
 SAMPLE_IN_MEMORY_BYTES = 256 * 2**20
+# The largest share of the workers' memory an image stack may take to be held between passes.
+HOLD_SHARE = 0.25
 # The spawn key of the generator that shares a sample among the chunks.
 SHARES_STREAM = 1
 
@@ -36,6 +38,26 @@ def image_stack(array, channel_axis):
     if channel_axis % array.ndim != array.ndim - 1:
         array = da.moveaxis(array, channel_axis, -1)
     return with_regular_chunks(array[None] if array.ndim == 3 else array)
+
+
+def held_in_memory(images):
+    """``images`` persisted on the job's cluster when they fit in :data:`HOLD_SHARE` of its
+    workers' memory, else as they are (read again by each pass).
+
+    A job that fits its model reads the image twice, for the sample and for the labels; held,
+    it reads it once. Workers without a memory limit give no budget, so nothing is held.
+    """
+    try:
+        from distributed import get_client
+
+        client = get_client()
+    except (ImportError, ValueError):
+        return images
+    limits = [worker.get("memory_limit") or 0
+              for worker in client.scheduler_info()["workers"].values()]
+    if not limits or 0 in limits or images.nbytes > HOLD_SHARE * sum(limits):
+        return images
+    return client.persist(images)
 
 
 def with_regular_chunks(images):

@@ -35,7 +35,7 @@ from .inputs import resolve_source
 from .job_model import fit_or_load_drawn
 from .labelling import assemble_preview, label_pixels, output_arrays
 from .outputs import job_output
-from .pixels import image_stack, pixel_chunks, training_pixels
+from .pixels import held_in_memory, image_stack, pixel_chunks, training_pixels
 from .plan import Plan, describe_fit, prepare_job
 from .predictions import describe_predictions
 from .progress import compute
@@ -142,6 +142,8 @@ def run(prepared):
     config = prepared.config
     source = prepared.sources["input"].open(prepared.guard)
     images = image_stack(source, config.input.channel_axis)
+    if config.model.load is None:  # a fit: the sample's pass, then the labelling pass
+        images = held_in_memory(images)
     chunks = pixel_chunks(images, prepared.extra["mask"])
     fitted = fit_or_load_drawn(prepared, lambda: training_pixels(config, [images], chunks))
     with job_output(prepared) as output:
