@@ -144,7 +144,9 @@ def storage_options(url):
     environment (e.g. ``AWS_ENDPOINT_URL``) apply.
     """
     config = _CURRENT.get()
-    section = getattr(config, scheme_of(url), None) if config is not None else None
+    if config is None:
+        return {}
+    section = {"s3": config.s3, "gcs": config.gcs, "az": config.az}.get(scheme_of(url))
     return section.fsspec_options() if section is not None else {}
 
 
