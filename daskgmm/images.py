@@ -108,14 +108,14 @@ def open_image_files(files, shape, dtype):
     return da.stack(images)
 
 
-def image_file_error(path):
+def image_file_error(path, options=None):
     """Decode every pixel of an image file; return why that failed, or None if it did not.
 
     A batch checks its image files with this on the cluster before reading any of them: a file
     whose header reads but whose pixels do not (truncated, corrupt) fails only when decoded.
     """
     try:
-        read_image_file(path)
+        read_image_file(path, options)
     except (OSError, SyntaxError, ValueError) as error:
         return f"not a readable image ({error})"
     return None

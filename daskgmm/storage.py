@@ -204,11 +204,17 @@ def check_url(value, key):
 
 
 def filesystem(url, options=None):
-    """The fsspec filesystem of ``url`` and the path within it, with its storage options."""
+    """The fsspec filesystem of ``url`` and the path within it, with its storage options.
+
+    Its cached listings are dropped first: fsspec shares one filesystem per set of options in
+    a process, and a batch must see the objects added since it last listed them.
+    """
     import fsspec
 
-    return fsspec.core.url_to_fs(str(url), **(storage_options(url) if options is None
-                                              else options))
+    fs, inner = fsspec.core.url_to_fs(str(url), **(storage_options(url) if options is None
+                                                   else options))
+    fs.invalidate_cache()
+    return fs, inner
 
 
 def open_file(path, options=None):
@@ -253,3 +259,43 @@ def file_signature(path):
     fs, inner = filesystem(path)
     info = fs.info(inner)
     return [str(path), info.get("size"), str(info.get("ETag") or info.get("mtime") or "")]
+
+
+def join(base, name):
+    """``base/name`` for a local path or a URL (``Path`` would turn ``s3://`` into ``s3:/``)."""
+    if not is_url(base):
+        from pathlib import Path
+
+        return str(Path(base) / name)
+    return f"{str(base).rstrip('/')}/{name}"
+
+
+def files_under(url):
+    """The URLs of every object under the prefix ``url`` (or ``url`` itself if it is one)."""
+    fs, inner = filesystem(url)
+    protocol = str(url).split("://", 1)[0]
+    return [f"{protocol}://{name}" for name in sorted(fs.find(inner))]
+
+
+def identity(url, kind, block=1 << 20):
+    """An input's identity in a bucket: its objects' total size and ETags (``stat``; an ETag
+    changes with every rewrite), or a SHA-256 of their relative names and bytes (``content``).
+    """
+    import hashlib
+
+    fs, inner = filesystem(url)
+    found = fs.find(inner, detail=True)
+    digest = hashlib.sha256()
+    for name in sorted(found):
+        relative = name[len(inner):].lstrip("/")
+        if kind == "content":
+            digest.update(relative.encode() + b"\0")
+            with fs.open(name, "rb") as stream:
+                for piece in iter(lambda: stream.read(block), b""):
+                    digest.update(piece)
+        else:
+            digest.update(f"{relative}\0{found[name].get('ETag')}\0".encode())
+    if kind == "content":
+        return {"sha256": digest.hexdigest()}
+    return {"size": sum(info.get("size") or 0 for info in found.values()),
+            "etags": digest.hexdigest()}

@@ -213,15 +213,17 @@ def group_array_names(path):
     ValueError
         If ``path`` holds a Zarr array, not a group.
     """
-    node = zarr.open(str(path), mode="r")
+    node = open_node(path)
     if not isinstance(node, zarr.Group):
         raise ValueError(f"{str(path)!r} is a Zarr array; batch mode reads a group of arrays, "
                          "each an input")
+    if is_url(path):  # no folders to look into: the group's own listing of its arrays
+        return sorted(name for name, _ in node.arrays())
     return sorted(child.name for child in Path(path).iterdir()
                   if child.is_dir() and _is_array_folder(child))
 
 
-def zarr_array_error(path):
+def zarr_array_error(path, options=None):
     """Decode every chunk of the Zarr array at ``path``; return why that failed, or None.
 
     A batch checks each array of a Zarr group with this on the cluster before reading any of
@@ -230,7 +232,7 @@ def zarr_array_error(path):
     (or shard) is held at a time.
     """
     try:
-        array = zarr.open_array(str(path), mode="r")
+        array = zarr.open_array(str(path), mode="r", **url_options(path, options))
         step = array.shards or array.chunks
         starts = [range(0, size, length) for size, length in zip(array.shape, step)]
         for corner in itertools.product(*starts):

@@ -232,3 +232,61 @@ def test_the_readmes_storage_section_is_a_valid_one():
     config = JobConfig.from_dict(job("fit", "s3://bucket/rows.zarr", "out",
                                      **yaml.safe_load(block)))
     assert config.storage.s3.endpoint_url == "https://minio.example.org:9000"
+
+
+# ------------------------------------------------------------------ batches over a bucket
+
+
+def batch_job(tmp_path, path, bucket, **batch):
+    from batch_helpers import job as batch_helpers_job
+
+    return batch_helpers_job(tmp_path, input={"path": path}, storage=storage(bucket),
+                             batch=batch)
+
+
+def processed(tmp_path):
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    return set(manifest["inputs"])  # the inputs done, each with its result
+
+
+@pytest.mark.parametrize("identity", ["stat", "content"])
+def test_a_batch_over_images_in_a_bucket_processes_each_new_or_changed_one_once(tmp_path,
+                                                                              bucket, identity):
+    from batch_helpers import add_images
+
+    add_images(tmp_path / "images", "a.png", "b.png")
+    bucket.fs.put(str(tmp_path / "images"), bucket.url("scenes"), recursive=True)
+    spec = batch_job(tmp_path, bucket.url("scenes/*.png"), bucket, identity=identity)
+    status, log = run_job(tmp_path, spec)
+    assert status == 0, log
+    assert processed(tmp_path) == {"a.png", "b.png"}
+    labels = zarr.open_group(str(tmp_path / "store" / "results" / "a.png" / "result.zarr"),
+                             mode="r")["labels"]
+    assert labels.shape == (1, 32, 32)
+
+    status, log = run_job(tmp_path, spec)
+    assert status == 0 and "nothing new to process (2 input(s) done" in log, log
+    add_images(tmp_path / "more", "c.png")
+    add_images(tmp_path / "more", "a.png", size=40)  # a.png rewritten: changed
+    bucket.fs.put(str(tmp_path / "more" / "c.png"), bucket.url("scenes/c.png"))
+    bucket.fs.put(str(tmp_path / "more" / "a.png"), bucket.url("scenes/a.png"))
+    status, log = run_job(tmp_path, spec)
+    assert status == 0, log
+    inputs = json.loads((tmp_path / "store" / "manifest.json").read_text())["inputs"]
+    assert set(inputs) == {"a.png", "b.png", "c.png"}
+    assert inputs["a.png"]["run"] == inputs["c.png"]["run"] != inputs["b.png"]["run"]
+    labels = zarr.open_group(str(tmp_path / "store" / "results" / "a.png" / "result.zarr"),
+                             mode="r")["labels"]
+    assert labels.shape == (1, 40, 40)
+
+
+def test_a_batch_over_a_zarr_group_in_a_bucket_takes_each_array_as_an_input(tmp_path, bucket):
+    from batch_helpers import picture
+
+    group = zarr.open_group(bucket.url("arrays.zarr"), mode="w",
+                            storage_options={"endpoint_url": bucket.endpoint_url})
+    for name, seed in (("first", 1), ("second", 2)):
+        group.create_array(name, data=picture(seed))
+    status, log = run_job(tmp_path, batch_job(tmp_path, bucket.url("arrays.zarr"), bucket))
+    assert status == 0, log
+    assert processed(tmp_path) == {"first", "second"}

@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from daskgmm import store
+from daskgmm import storage, store
 from daskgmm.config import ConfigError
 from daskgmm.guard import real_path
 
@@ -46,7 +46,7 @@ class BatchInput:
     @property
     def location(self):
         """The file, or the array's folder in the group."""
-        return self.path if self.array is None else str(Path(self.path) / self.array)
+        return self.path if self.array is None else storage.join(self.path, self.array)
 
 
 def list_inputs(config, identity, key="input"):
@@ -70,12 +70,12 @@ def list_inputs(config, identity, key="input"):
         located = _group_arrays(config.path, key)
     else:
         located = _keyed_image_files(config.path, key)
-    return [BatchInput(name, path, array, _identity(Path(path) / (array or ""), identity))
+    return [BatchInput(name, path, array, _identity(storage.join(path, array or ""), identity))
             for name, path, array in located]
 
 
 def _group_arrays(path, key):
-    if not Path(path).is_dir():
+    if not (storage.exists(path) if storage.is_url(path) else Path(path).is_dir()):
         raise ConfigError(f"no Zarr group at {path!r}", f"{key}.path")
     try:
         names = store.group_array_names(path)
@@ -88,6 +88,9 @@ def _keyed_image_files(path, key):
     """The image files, keyed by their path relative to the folder (or the glob's fixed part);
     a file the glob spells twice (by its real path) keeps its first key."""
     root, files = image_files(path, key)
+    if storage.is_url(path):  # an object has one name: no links to resolve
+        prefix = str(root).rstrip("/") + "/"
+        return sorted((file[len(prefix):], file, None) for file in files)
     keyed = {}
     for file in files:
         keyed.setdefault(real_path(file), (file.relative_to(root).as_posix(), str(file), None))
@@ -96,6 +99,9 @@ def _keyed_image_files(path, key):
 
 def _identity(path, kind):
     """An input's identity: its size and latest modification time, or a hash of its bytes."""
+    if storage.is_url(path):
+        return storage.identity(path, kind, _HASH_BLOCK)
+    path = Path(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     if kind == "content":
         digest = hashlib.sha256()

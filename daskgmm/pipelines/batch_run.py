@@ -21,6 +21,7 @@ from daskgmm.config import ConfigError
 from daskgmm.guard import real_path
 from daskgmm.images import image_file_error, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE_IMAGE_SIZES, write_sample_images
+from daskgmm.storage import storage_options
 
 from .batch import BatchStore, model_version
 from .batch_inputs import list_inputs
@@ -194,8 +195,10 @@ def _open_inputs(items, config):
     of an image file), so that a corrupt one is found before any computation (a fit on the
     pixels of all inputs) depends on it.
     """
+    # A task has no storage section: the options of a URL go with it.
     checks = [dask.delayed(image_file_error if item.array is None else
-                           store.zarr_array_error)(item.location) for item in items]
+                           store.zarr_array_error)(item.location, storage_options(item.location))
+              for item in items]
     errors = compute(*checks, label=f"decoded {len(items)} input(s)") if checks else ()
     return [error or _open_input(item, config.channel_axis) for item, error in zip(items, errors)]
 

@@ -76,11 +76,8 @@ def batch_input_format(config, key="input"):
     Raises
     ------
     ConfigError
-        For a remote path (an input's identity is read from the local file system) or a table
-        format.
+        For a table format.
     """
-    if is_url(config.path):
-        raise ConfigError(f"batch mode reads local files, got {config.path!r}", f"{key}.path")
     if config.format in ("zarr", "images"):
         return config.format
     if config.format != "auto":
@@ -162,6 +159,8 @@ def image_files(path, key):
     ConfigError
         If ``path`` is neither a folder nor a glob.
     """
+    if is_url(path):
+        return _url_image_files(path, key)
     listed = _listed(os.path.normpath(path), recursive=True)
     if listed is None:
         raise ConfigError(f"no such folder: {path!r} (batch mode reads a folder or glob of "
@@ -170,3 +169,18 @@ def image_files(path, key):
     files = sorted(Path(name) for name in found)
     return root, [file for file in files if file.suffix.lower() in IMAGE_SUFFIXES
                   and file.is_file()]
+
+
+def _url_image_files(url, key):
+    """:func:`image_files` of a URL: a glob's matches, or every object under a prefix, keyed
+    from the glob's fixed part or the prefix."""
+    if glob.has_magic(url):
+        root = url[:min(url.index(c) for c in "*?[" if c in url)].rsplit("/", 1)[0]
+        found = storage.listing(url) or []
+    else:
+        root = url.rstrip("/")
+        found = storage.files_under(url) if storage.exists(url) else None
+    if found is None:
+        raise ConfigError(f"nothing at {url!r} (batch mode reads a prefix or glob of images, "
+                          "or a Zarr group)", f"{key}.path")
+    return root, [name for name in found if Path(name).suffix.lower() in IMAGE_SUFFIXES]
