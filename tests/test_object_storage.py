@@ -290,3 +290,13 @@ def test_a_batch_over_a_zarr_group_in_a_bucket_takes_each_array_as_an_input(tmp_
     status, log = run_job(tmp_path, batch_job(tmp_path, bucket.url("arrays.zarr"), bucket))
     assert status == 0, log
     assert processed(tmp_path) == {"first", "second"}
+
+
+def test_a_url_no_installed_filesystem_serves_is_refused_naming_the_key():
+    from daskgmm.storage import check_url
+
+    with pytest.raises(ConfigError) as refused:
+        check_url("nosuchfs://bucket/rows.zarr", "input.path")
+    assert refused.value.key == "input.path" and "nosuchfs://" in str(refused.value)
+    check_url("s3://bucket/rows.zarr", "input.path")  # s3fs is installed: no refusal
+    check_url("/a/local/path", "input.path")

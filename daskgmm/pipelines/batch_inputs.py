@@ -70,7 +70,8 @@ def list_inputs(config, identity, key="input"):
         located = _group_arrays(config.path, key)
     else:
         located = _keyed_image_files(config.path, key)
-    return [BatchInput(name, path, array, _identity(storage.join(path, array or ""), identity))
+    return [BatchInput(name, path, array,
+                       _identity(storage.join(path, array) if array else path, identity))
             for name, path, array in located]
 
 

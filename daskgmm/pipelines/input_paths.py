@@ -46,7 +46,7 @@ def input_format(config, key):
         return config.format
     if is_zarr_path(config.path):
         return "zarr"
-    if _listed(config.path) is not None and not glob.has_magic(config.path):
+    if not glob.has_magic(config.path) and _listed(config.path) is not None:
         return "images"  # a folder
     return _format_of_files(config.path, key)
 
