@@ -29,13 +29,10 @@ OUTPUT = "output"
 
 def job_guard(config):
     """The job's :class:`~daskgmm.guard.Guard`: every path it reads, from its config."""
-    inputs = {"input.path": config.input.path, "input.mask": config.input.mask,
-              "model.load": config.model.load}
+    inputs = {key: path for key, path in config.paths().items()
+              if key not in ("output.path", "input.ingest_to")}  # those two it writes
     if generates(config.input):
         del inputs["input.path"]  # written by the job first (a Creates of its source)
-    if config.anomaly is not None and config.anomaly.data is not None:
-        inputs.update({"anomaly.data.path": config.anomaly.data.path,
-                       "anomaly.data.mask": config.anomaly.data.mask})
     return Guard(inputs)
 
 
