@@ -13,7 +13,7 @@ import zarr
 
 from . import atomic
 from .guard import Guard
-from .storage import access_denied, is_url, url_options
+from .storage import is_url, naming, url_options
 
 MODEL_FORMAT = "daskgmm.GaussianMixture"
 MODEL_FORMAT_VERSION = 1
@@ -145,12 +145,8 @@ def load_model(path, cls, storage_options=None):
     path = str(path)
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"No saved model at {path!r}.")
-    try:
+    with naming(path, f"No saved model at {path!r}."):
         group = zarr.open_group(path, mode="r", **url_options(path, storage_options))
-    except PermissionError as error:
-        raise PermissionError(access_denied(path, error)) from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"No saved model at {path!r}.") from None
     return read_model_group(group, cls)
 
 

@@ -12,6 +12,7 @@ carry their filesystem to the workers, which resolve their own credentials.
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 
 from .schema import ConfigError, Section, option, shown
 
@@ -184,6 +185,20 @@ def access_denied(url, error):
             "give credentials that may read it, or fix the bucket's policy")
 
 
+@contextmanager
+def naming(url, missing=None):
+    """Within the block, a refused read of ``url`` is a PermissionError saying so
+    (:func:`access_denied`), and a missing one a FileNotFoundError of ``missing`` (if given)."""
+    try:
+        yield
+    except PermissionError as error:
+        raise PermissionError(access_denied(url, error)) from None
+    except FileNotFoundError:
+        if missing is None:
+            raise
+        raise FileNotFoundError(missing) from None
+
+
 def check_url(value, key):
     """Refuse a URL whose scheme no installed fsspec filesystem serves, naming the extra."""
     if not is_url(value):
@@ -206,15 +221,27 @@ def check_url(value, key):
 def filesystem(url, options=None):
     """The fsspec filesystem of ``url`` and the path within it, with its storage options.
 
-    Its cached listings are dropped first: fsspec shares one filesystem per set of options in
-    a process, and a batch must see the objects added since it last listed them.
+    fsspec shares one filesystem per set of options in a process, listings cached: what lists
+    (:func:`listing`, :func:`exists`, :func:`files_under`, :func:`identity`) drops them first,
+    so a batch sees the objects added since it last listed them.
     """
     import fsspec
 
-    fs, inner = fsspec.core.url_to_fs(str(url), **(storage_options(url) if options is None
-                                                   else options))
+    return fsspec.core.url_to_fs(str(url), **(storage_options(url) if options is None
+                                              else options))
+
+
+def _listable(url):
+    """:func:`filesystem` with its cached listings dropped, for a listing that must be new."""
+    fs, inner = filesystem(url)
     fs.invalidate_cache()
     return fs, inner
+
+
+def _urls(url, names):
+    """Paths the filesystem of ``url`` gave back, as URLs of its scheme."""
+    protocol = str(url).split("://", 1)[0]
+    return [f"{protocol}://{name}" for name in sorted(names)]
 
 
 def open_file(path, options=None):
@@ -223,28 +250,23 @@ def open_file(path, options=None):
     if not is_url(path):
         return open(path, "rb")
     fs, inner = filesystem(path, options)
-    try:
+    with naming(path):
         return fs.open(inner, "rb")
-    except PermissionError as error:
-        raise PermissionError(access_denied(path, error)) from None
 
 
 def listing(pattern):
     """The URLs a URL glob matches, or the entries of a URL folder (None if it is neither)."""
-    fs, inner = filesystem(pattern)
-    protocol = str(pattern).split("://", 1)[0]
+    fs, inner = _listable(pattern)
     if any(character in inner for character in "*?["):
-        found = fs.glob(inner)
-    elif fs.isdir(inner):
-        found = fs.ls(inner, detail=False)
-    else:
-        return None
-    return [f"{protocol}://{name}" for name in sorted(found)]
+        return _urls(pattern, fs.glob(inner))
+    if fs.isdir(inner):
+        return _urls(pattern, fs.ls(inner, detail=False))
+    return None
 
 
 def exists(url):
     """Whether an object or prefix exists at ``url``."""
-    fs, inner = filesystem(url)
+    fs, inner = _listable(url)
     return fs.exists(inner)
 
 
@@ -252,8 +274,6 @@ def file_signature(path):
     """What changes when a file is rewritten: its path, size and modification time (an
     object's ETag in a bucket)."""
     if not is_url(path):
-        from pathlib import Path
-
         status = Path(path).stat()
         return [str(Path(path).resolve()), status.st_size, status.st_mtime_ns]
     fs, inner = filesystem(path)
@@ -264,17 +284,14 @@ def file_signature(path):
 def join(base, name):
     """``base/name`` for a local path or a URL (``Path`` would turn ``s3://`` into ``s3:/``)."""
     if not is_url(base):
-        from pathlib import Path
-
         return str(Path(base) / name)
     return f"{str(base).rstrip('/')}/{name}"
 
 
 def files_under(url):
     """The URLs of every object under the prefix ``url`` (or ``url`` itself if it is one)."""
-    fs, inner = filesystem(url)
-    protocol = str(url).split("://", 1)[0]
-    return [f"{protocol}://{name}" for name in sorted(fs.find(inner))]
+    fs, inner = _listable(url)
+    return _urls(url, fs.find(inner))
 
 
 def identity(url, kind, block=1 << 20):
@@ -283,7 +300,7 @@ def identity(url, kind, block=1 << 20):
     """
     import hashlib
 
-    fs, inner = filesystem(url)
+    fs, inner = _listable(url)
     found = fs.find(inner, detail=True)
     digest = hashlib.sha256()
     for name in sorted(found):

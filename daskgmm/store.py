@@ -14,7 +14,7 @@ from zarr.codecs import BloscCodec
 
 from . import atomic
 from .reading import as_dask_array
-from .storage import access_denied, exists, is_url, url_options
+from .storage import exists, is_url, naming, url_options
 
 
 # The outputs' codec: LZ4 with byte shuffling compresses labels and scores about as well as
@@ -66,12 +66,8 @@ def open_array(path, component=None):
 def open_node(path, mode="r", options=None):
     """``zarr.open`` of a local path or URL (with its :func:`~daskgmm.storage.storage_options`,
     or ``options``); a refused or missing URL is an error that names it."""
-    try:
+    with naming(path, f"No Zarr store at {str(path)!r}."):
         return zarr.open(str(path), mode=mode, **url_options(path, options))
-    except PermissionError as error:
-        raise PermissionError(access_denied(path, error)) from None
-    except FileNotFoundError:
-        raise FileNotFoundError(f"No Zarr store at {str(path)!r}.") from None
 
 
 def _member(group, name, path):
