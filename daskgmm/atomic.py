@@ -15,6 +15,8 @@ import uuid
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from . import object_output, object_record
+from .storage import is_url
 from .ownership import (
     foreign_entries,
     is_dead_staging,
@@ -45,6 +47,12 @@ def _exchange_directories(first, second):
     if errno in (_errno.EINVAL, _errno.ENOSYS, _errno.ENOTSUP):
         return False
     raise OSError(errno, os.strerror(errno), str(first))
+
+
+def folder_exists(path):
+    """Whether there is a folder at ``path``, local or in object storage (there, a record that
+    committed nothing is none)."""
+    return object_record.holds(path) if is_url(path) else os.path.lexists(path)
 
 
 def new_staging(parent, kind, target):
@@ -83,7 +91,8 @@ def atomic_directory(path, kind, staging_parent=None):
 
     ``path`` must have been cleared by :meth:`daskgmm.guard.Guard.check` (a real path: links
     resolved). A failing block leaves nothing behind; a killed one leaves a staging folder that
-    a later job removes.
+    a later job removes. For a URL, what is yielded is the root of a new generation of the
+    folder (a :class:`zarr.storage.StorePath`, see :func:`daskgmm.object_output.replacing`).
 
     Parameters
     ----------
@@ -93,6 +102,10 @@ def atomic_directory(path, kind, staging_parent=None):
     staging_parent : Path, optional
         Where to build it; beside ``path`` when None (it must be on the same file system).
     """
+    if is_url(path):
+        with object_output.replacing(path, kind) as generation:
+            yield generation.root
+        return
     path = Path(path)
     staging = new_staging(staging_parent or path.parent, kind, path.name)
     try:

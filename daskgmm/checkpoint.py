@@ -7,15 +7,17 @@ hold the rest (iteration bounds, the RandomState's position, the job's ``extra``
 resumed fit performs the same operations on the same bits as one never stopped.
 """
 
-from pathlib import Path
-
 import numpy as np
 import zarr
 
 from . import atomic
 from .base import EMRun, FitState
 from .mixture import MixtureParams
+from .generation_store import location
 from .model_format import read_model_group, write_model_group
+from .store import open_node
+
+exists = atomic.folder_exists
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = "daskgmm.FitState"
@@ -44,7 +46,7 @@ def write_fit_state(path, state, extra=None):
     ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
     """
     with atomic.atomic_directory(path, CHECKPOINT) as staging:
-        group = zarr.open_group(str(staging), mode="a")  # "w" would delete the marker
+        group = zarr.open_group(location(staging), mode="a")  # "w" would delete the marker
         runs = [name for name in _RUNS if getattr(state, name) is not None]
         for name in runs:
             _write_run(group.create_group(name), getattr(state, name))
@@ -65,9 +67,9 @@ def read_fit_state(path):
     ValueError
         If ``path`` holds something else.
     """
-    if not Path(path).exists():
+    if not exists(path):
         return None
-    group = zarr.open_group(str(path), mode="r")
+    group = open_node(path)
     attrs = group.attrs
     if attrs.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} holds no daskgmm fit state (format {attrs.get('format')!r})")
@@ -87,7 +89,7 @@ def write_checkpoint(path, models, state):
     ``path`` must have been cleared by the job's :class:`~daskgmm.guard.Guard`.
     """
     with atomic.atomic_directory(path, CHECKPOINT) as staging:
-        group = zarr.open_group(str(staging), mode="a")  # "w" would delete the marker
+        group = zarr.open_group(location(staging), mode="a")  # "w" would delete the marker
         group.attrs.update({"state": state, "models": sorted(models)})
         for name, model in models.items():
             write_model_group(group.create_group(name), model)
@@ -95,8 +97,8 @@ def write_checkpoint(path, models, state):
 
 def read_checkpoint(path, cls):
     """Return ``(models, state)`` from a checkpoint written by :func:`write_checkpoint`, or None."""
-    if not Path(path).exists():
+    if not exists(path):
         return None
-    group = zarr.open_group(str(path), mode="r")
+    group = open_node(path)
     models = {name: read_model_group(group[name], cls) for name in group.attrs["models"]}
     return models, dict(group.attrs["state"])

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .object_record import check_folder_url
 from .storage import StorageConfig, is_url
 from .options import (
     COVARIANCE_TYPES,
@@ -122,9 +123,8 @@ class OutputConfig(Section):
 
     def check(self, key):
         if is_url(self.path):
-            raise ConfigError("must be a local path (outputs are committed by an atomic rename); "
-                              f"got {shown(self.path)}", f"{key}.path")
-        if Path(self.path).name in ("", ".."):  # the job would replace a parent folder
+            check_folder_url(self.path, f"{key}.path")
+        elif Path(self.path).name in ("", ".."):  # the job would replace a parent folder
             raise ConfigError(f"must name the output folder itself, got {shown(self.path)}",
                               f"{key}.path")
         if self.preview_channels is not None and len(self.preview_channels) not in (1, 3):
@@ -288,6 +288,8 @@ class JobConfig(Section):
             "input.array": (self.input.array, "every array of the Zarr group is an input"),
             "input.ingest_to": (self.input.ingest_to, "batch inputs are read where they are"),
         }
+        if is_url(self.output.path):  # its inputs may be in a bucket
+            raise ConfigError("a batch store must be a local path for now", "output.path")
         for name, (value, reason) in unused.items():
             if value:
                 raise ConfigError(f"not used in batch mode ({reason})", name)
@@ -322,8 +324,8 @@ class JobConfig(Section):
     @property
     def checkpoint_path(self):
         """Where the EM state is saved while fitting: a sibling of the output folder."""
-        output = Path(self.output.path)
-        return output.with_name(output.name + ".checkpoint")
+        output = self.output.path
+        return (output.rstrip("/") if is_url(output) else str(Path(output))) + ".checkpoint"
 
 
 def load_config(path, overrides=()):

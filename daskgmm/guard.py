@@ -18,6 +18,7 @@ import itertools
 import os
 from pathlib import Path
 
+from . import object_output, object_record
 from .schema import ConfigError
 from .ownership import foreign_entries, remove_owned
 from .storage import is_url
@@ -42,6 +43,17 @@ def _overlaps(path, other):
     return path == other or other in path.parents or path in other.parents
 
 
+def url_root(url):
+    """A URL without its trailing slash, or a URL glob's prefix up to its first wildcard."""
+    parts = str(url).rstrip("/").split("/")
+    fixed = list(itertools.takewhile(lambda part: not glob.has_magic(part), parts))
+    return "/".join(fixed)
+
+
+def _urls_overlap(url, other):
+    return url == other or url.startswith(other + "/") or other.startswith(url + "/")
+
+
 def _article(word):
     return "an" if word[0] in "aeiou" else "a"
 
@@ -59,13 +71,16 @@ class Guard:
     ----------
     inputs : dict of str to str
         Config key to path (a file, folder, Zarr store or glob) of everything the job reads;
-        None and URLs are skipped.
+        None is skipped.
     """
 
     def __init__(self, inputs=None):
         self.inputs = {}
+        self.url_inputs = {}
         for key, path in (inputs or {}).items():
-            if path and not is_url(path):
+            if path and is_url(path):
+                self.url_inputs[key] = url_root(path)
+            elif path:
                 self.inputs[key] = self._input_paths(path)
         self.targets = {}
 
@@ -106,6 +121,8 @@ class Guard:
         ConfigError
             If any rule of this module is broken.
         """
+        if is_url(path):
+            return self._check_url(str(path), key, kind, replace, fix)
         real = real_path(path)
         if within is not None and within not in real.parents:
             raise ConfigError(f"{path} would be outside {within}, where it belongs", key)
@@ -128,8 +145,37 @@ class Guard:
             If it holds anything daskgmm did not put there, or overlaps an input.
         """
         real = self.check(path, key, kind, replace=True)
-        if os.path.lexists(real):
+        if is_url(real):
+            if object_record.relative_keys(real):
+                object_output.remove(real, kind, key)
+        elif os.path.lexists(real):
             remove_owned(real)
+
+    def _check_url(self, url, key, kind, replace, fix):
+        """:meth:`check` of a folder in object storage (see :mod:`daskgmm.object_output`)."""
+        url = url_root(url)
+        for input_key, root in self.url_inputs.items():
+            if _urls_overlap(url, root):
+                raise ConfigError(f"{url} overlaps {input_key} ({root}); a job never writes "
+                                  "where it reads: choose a path outside the inputs", key)
+        for target, target_key in self.targets.items():
+            if isinstance(target, str) and _urls_overlap(url, target) and \
+                    not (target == url and target_key == key):
+                raise ConfigError(f"{url} overlaps {target_key} ({target}), which this job "
+                                  "also writes; give them separate paths", key)
+        keys = object_record.relative_keys(url)
+        if object_record.holds_output(url, keys):
+            if not replace:
+                raise ConfigError(f"{url} exists; {fix}", key)
+            found = object_record.foreign_objects(url, kind, keys)
+            if found:
+                shown = [f"{url}/{name}" if name else f"{url} (an object)" for name in found]
+                raise ConfigError(f"{url} is not {_article(kind)} {kind} folder that daskgmm "
+                                  f"wrote, or holds more than daskgmm wrote there (found: "
+                                  f"{_shown(shown)}); it is neither replaced nor deleted. Move "
+                                  "those objects away or choose another path", key)
+        self.targets[url] = key
+        return url
 
     @staticmethod
     def _check_parents(real, path, key):
@@ -151,6 +197,8 @@ class Guard:
 
     def _check_targets(self, real, path, key, within):
         for target, target_key in self.targets.items():
+            if isinstance(target, str):
+                continue  # a URL: never on the local disk
             if (target == real and target_key == key) or (within is not None and (target == within
                                                           or target in within.parents)):
                 continue

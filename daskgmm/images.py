@@ -121,6 +121,15 @@ def image_file_error(path, options=None):
     return None
 
 
+def encode_png(pixels):
+    """The bytes of a PNG file of an ``(height, width, 3)`` or ``(height, width)`` uint8 array."""
+    import io
+
+    buffer = io.BytesIO()
+    _pillow().fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def write_png(path, pixels):
     """Write an ``(height, width, 3)`` or ``(height, width)`` uint8 array as a PNG file.
 
@@ -131,4 +140,4 @@ def write_png(path, pixels):
     pixels : numpy.ndarray
     """
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _pillow().fromarray(np.ascontiguousarray(pixels)).save(path, format="PNG")
+    Path(path).write_bytes(encode_png(pixels))

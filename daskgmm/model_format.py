@@ -13,7 +13,9 @@ import zarr
 
 from . import atomic
 from .guard import Guard
-from .storage import is_url, naming, url_options
+from .generation_store import location
+from .storage import is_url, naming
+from .store import open_node
 
 MODEL_FORMAT = "daskgmm.GaussianMixture"
 MODEL_FORMAT_VERSION = 1
@@ -111,11 +113,11 @@ def save_model(model, path, overwrite=False):
     ValueError
         If ``path`` holds anything but a model daskgmm saved.
     """
-    if Path(path).exists() and not overwrite:
+    if atomic.folder_exists(path) and not overwrite:
         raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
     path = Guard().check(path, "path", MODEL, replace=True)
     with atomic.atomic_directory(path, MODEL) as staging:
-        write_model_group(zarr.open_group(str(staging), mode="a"), model)  # keeps the marker
+        write_model_group(zarr.open_group(location(staging), mode="a"), model)  # keeps the marker
 
 
 def load_model(path, cls, storage_options=None):
@@ -146,7 +148,9 @@ def load_model(path, cls, storage_options=None):
     if not is_url(path) and not Path(path).exists():
         raise FileNotFoundError(f"No saved model at {path!r}.")
     with naming(path, f"No saved model at {path!r}."):
-        group = zarr.open_group(path, mode="r", **url_options(path, storage_options))
+        group = open_node(path, options=storage_options)
+    if not isinstance(group, zarr.Group):
+        raise ValueError(f"{path!r} holds a Zarr array, not a saved model (a group).")
     return read_model_group(group, cls)
 
 
@@ -165,6 +169,6 @@ def write_model(path, model, attrs=None):
     attrs : dict, optional
         JSON-ready attributes recorded beside the model's own.
     """
-    group = zarr.open_group(str(path), mode="w")
+    group = zarr.open_group(location(path), mode="w")
     write_model_group(group, model)
     group.attrs.update(attrs or {})

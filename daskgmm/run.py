@@ -16,11 +16,11 @@ import sys
 import time
 import traceback
 from contextlib import contextmanager
-from pathlib import Path
 
 import dask
 
 from . import storage
+from .atomic import folder_exists
 from .cluster import check_cluster, dashboard_link, describe_cluster, open_client
 from .config import ConfigError, load_config
 
@@ -109,7 +109,7 @@ def format_plan(prepared, cluster_line, config_file):
     lines += [f"  {line}" for line in plan.inputs]
     lines += ["steps:"] + [f"  {line}" for line in plan.steps]
     output = prepared.config.output
-    replace = " (replaced when done)" if Path(output.path).exists() else ""
+    replace = " (replaced when done)" if _exists(output.path) else ""
     if prepared.config.batch is not None:
         replace = " (a batch store: results are added to it)"
     lines += [f"output: {output.path}{replace}"] + [f"  {line}" for line in plan.outputs]
@@ -138,7 +138,7 @@ def failure_message(error, config, config_file):
     """One paragraph on a failed job: what failed, what was (not) written, what to do."""
     output = config.output.path
     written = (f"Nothing was written to {output}"
-               f"{' (the existing output there is unchanged)' if Path(output).exists() else ''}")
+               f"{' (the existing output there is unchanged)' if _exists(output) else ''}")
     if config.batch is not None:
         written = (f"The inputs finished before the failure are recorded in {output}; the next "
                    "run processes the rest")
@@ -147,10 +147,18 @@ def failure_message(error, config, config_file):
     if _workers_died(error):
         message += (" Dask workers died running the job, most often for lack of memory: give "
                     "each worker more memory, or store the input in smaller chunks.")
-    if Path(config.checkpoint_path).exists():
+    if _exists(config.checkpoint_path):
         message += (f" The fit so far is saved in {config.checkpoint_path}; rerun with --resume "
                     "to continue from it.")
     return message + " Rerun with --verbose for the traceback."
+
+
+def _exists(path):
+    """Whether a folder is at ``path``, for a message: a store that cannot be reached says no."""
+    try:
+        return folder_exists(path)
+    except OSError:
+        return False
 
 
 def _cause(error):

@@ -13,6 +13,8 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from . import atomic
+from .generation_store import location
+from .object_record import committed_location
 from .reading import as_dask_array
 from .storage import exists, is_url, naming, url_options
 
@@ -65,9 +67,17 @@ def open_array(path, component=None):
 
 def open_node(path, mode="r", options=None):
     """``zarr.open`` of a local path or URL (with its :func:`~daskgmm.storage.storage_options`,
-    or ``options``); a refused or missing URL is an error that names it."""
+    or ``options``); a refused or missing URL is an error that names it.
+
+    A URL inside a folder that daskgmm replaces in object storage is read through that folder's
+    committed generation (:func:`~daskgmm.object_output.committed_location`): never a write in
+    progress, never half of one.
+    """
     with naming(path, f"No Zarr store at {str(path)!r}."):
-        return zarr.open(str(path), mode=mode, **url_options(path, options))
+        committed = committed_location(path, options) if is_url(path) and mode == "r" else None
+        if committed is not None:
+            return zarr.open(committed, mode=mode)
+        return zarr.open(location(path), mode=mode, **url_options(path, options))
 
 
 def _member(group, name, path):
@@ -120,7 +130,7 @@ def read_attrs(path):
 
 def write_attrs(path, attrs):
     """Add ``attrs`` to the attributes of the Zarr group at ``path``, creating the group if new."""
-    zarr.open_group(str(path), mode="a").attrs.update(attrs)
+    zarr.open_group(location(path), mode="a").attrs.update(attrs)
 
 
 def create_arrays(path, specs):
@@ -138,7 +148,7 @@ def create_arrays(path, specs):
     -------
     dict of str to zarr.Array
     """
-    group = zarr.open_group(str(path), mode="a")
+    group = zarr.open_group(location(path), mode="a")
     return {name: group.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
                                      fill_value=fill_value, compressors=OUTPUT_COMPRESSOR,
                                      config=OUTPUT_CONFIG)

@@ -140,7 +140,10 @@ def test_missing_required_nested_key():
      "anomaly.quantile"),
     ({"pipeline": "select", "model": {}, "select": {"n_components": [2, 2]}},
      "select.n_components"),
-    ({"output": {"path": "s3://bucket/out"}}, "output.path"),
+    ({"output": {"path": "gs://bucket/out"}}, "output.path"),  # no conditional writes
+    ({"output": {"path": "s3://bucket"}}, "output.path"),  # the bucket itself
+    ({"pipeline": "segment", "output": {"path": "s3://bucket/out"}, "batch": {}},
+     "output.path"),
 ])
 def test_rules_across_keys(changes, key):
     assert error_of(minimal(**changes)).key == key
@@ -219,7 +222,9 @@ def test_cluster_kinds_are_a_registry():
 
 def test_checkpoint_sits_beside_the_output():
     config = JobConfig.from_dict(minimal(output={"path": "out/run"}))
-    assert config.checkpoint_path == Path("out/run.checkpoint")
+    assert Path(config.checkpoint_path) == Path("out/run.checkpoint")
+    config = JobConfig.from_dict(minimal(output={"path": "s3://bucket/out/run/"}))
+    assert config.checkpoint_path == "s3://bucket/out/run.checkpoint"
 
 
 # The model keys whose defaults are the job's own (see ModelConfig), not the estimator's.

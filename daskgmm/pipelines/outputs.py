@@ -2,19 +2,23 @@
 
 One staging path serves a single job's ``output.path`` (:func:`job_output`) and each result of
 a batch (:func:`staged_output`, in the batch store's ``.staging/``): the folder appears whole,
-with ``result.zarr``'s record of the job written last, or not at all.
+with ``result.zarr``'s record of the job written last, or not at all. In object storage the
+folder is a new generation, committed by one conditional write
+(:mod:`daskgmm.object_output`).
 """
 
 import logging
 from contextlib import contextmanager
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
 import daskgmm
-from daskgmm import atomic, store
+from daskgmm import atomic, object_output, store
 from daskgmm.guard import Guard
-from daskgmm.images import write_png
+from daskgmm.images import encode_png
 from daskgmm.model_format import write_model
+from daskgmm.storage import is_url
 
 from .inputs import generates
 from .job_model import model_summary
@@ -72,13 +76,22 @@ class JobOutput:
 
     ``result.zarr`` holds the arrays and, written last, the attributes that record the job;
     ``model.zarr`` the model; any other files (previews, tables, plots) sit beside them.
+
+    Parameters
+    ----------
+    prepared : Prepared
+    root : Path or zarr.storage.StorePath
+        The staging folder, or the root of a new generation in object storage.
+    write_file : callable
+        Writes a file's bytes at a name relative to ``root``.
     """
 
-    def __init__(self, prepared, staging):
+    def __init__(self, prepared, root, write_file):
         self.prepared = prepared
-        self.root = Path(staging)
+        self.root = root
         self.result = self.root / RESULT_NAME
         self.summary = {"output": prepared.config.output.path}
+        self._write_file = write_file
 
     def write_arrays(self, arrays, fill_values=None, also=()):
         """Write Dask arrays into ``result.zarr`` in one computation; return ``also`` computed."""
@@ -102,12 +115,12 @@ class JobOutput:
         self.summary["model"] = model_summary(fitted.model)
 
     def write_png(self, name, pixels):
-        """Write an image file beside ``result.zarr`` (see :func:`daskgmm.images.write_png`)."""
-        write_png(self.root / name, pixels)
+        """Write a PNG file beside ``result.zarr`` (see :func:`daskgmm.images.encode_png`)."""
+        self._write_file(name, encode_png(pixels))
 
     def write_text(self, name, text):
         """Write a text file beside ``result.zarr``."""
-        (self.root / name).write_text(text)
+        self._write_file(name, text.encode())
 
     def finish(self):
         """Record the job in ``result.zarr``'s attributes: the last write of a complete output."""
@@ -140,13 +153,25 @@ def staged_output(prepared, path, kind, staging_parent=None):
     staging_parent : Path, optional
         Where the staging folder is made; beside ``path`` when None.
     """
+    if is_url(path):
+        with object_output.replacing(path, kind) as generation:
+            output = JobOutput(prepared, generation.root, generation.write_file)
+            yield output
+            output.finish()
+        return
     path = Path(path)
     parent = staging_parent or path.parent
     atomic.remove_dead_staging(parent, kind, path.name)
     with atomic.atomic_directory(path, kind, staging_parent) as staging:
-        output = JobOutput(prepared, staging)
+        output = JobOutput(prepared, staging, partial(_write_local, staging))
         yield output
         output.finish()
+
+
+def _write_local(folder, name, data):
+    path = Path(folder) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 @contextmanager

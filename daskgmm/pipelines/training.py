@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import dask.array as da
 import numpy as np
@@ -19,6 +18,7 @@ from daskgmm.atomic import remove_dead_staging
 from daskgmm.checkpoint import (
     CHECKPOINT,
     CHECKPOINT_FORMAT,
+    exists as checkpoint_exists,
     read_checkpoint,
     read_fit_state,
     write_checkpoint,
@@ -26,6 +26,7 @@ from daskgmm.checkpoint import (
 )
 from daskgmm.config import ConfigError
 from daskgmm.guard import Guard
+from daskgmm.storage import is_url
 from daskgmm.store import read_attrs
 
 logger = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class Checkpoint:
         return saved
 
     def _read(self):
-        if not Path(self.path).exists():
+        if not checkpoint_exists(self.path):
             return None, None
         if read_attrs(self.path).get("format") == CHECKPOINT_FORMAT:
             state, extra = read_fit_state(self.path)
@@ -205,7 +206,8 @@ class Checkpoint:
         """Delete half-written checkpoints a killed job left (the last complete one stays)."""
         if self.enabled:
             path = self.clear()
-            remove_dead_staging(path.parent, CHECKPOINT, path.name)
+            if not is_url(path):  # in a bucket, the next write's claim deletes them
+                remove_dead_staging(path.parent, CHECKPOINT, path.name)
 
 
 def estimator(config, **overrides):
