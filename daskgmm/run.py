@@ -230,7 +230,8 @@ def _run(args):
         print(f"error: {error.in_file(args.config)}", file=sys.stderr)
         return EXIT_CONFIG
     except Exception as error:
-        return _failed(args, failure_message(error, config, args.config))
+        with storage.using(config.storage):  # the message looks at the output's place
+            return _failed(args, failure_message(error, config, args.config))
     print(format_summary(summary, time.perf_counter() - started))
     if summary.get("skipped"):
         print(f"{len(summary['skipped'])} input(s) skipped: see 'skipped' above", file=sys.stderr)

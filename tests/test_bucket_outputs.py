@@ -8,6 +8,10 @@ the previous output as it was (see :mod:`daskgmm.object_output`).
 """
 
 import json
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -16,7 +20,8 @@ from numpy.testing import assert_array_equal
 
 from conftest import FITTED_ARRAYS, write_zarr
 from daskgmm import GaussianMixture
-from jobs_helpers import images, job, run_main, table_rows, write_job
+from daskgmm.pipelines import outputs
+from jobs_helpers import images, job, run_main, run_pipeline, table_rows, write_job
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -66,3 +71,216 @@ def test_a_job_writes_its_output_to_a_bucket_as_to_a_local_folder(tmp_path, buck
     for name in local.array_keys():
         assert_array_equal(remote[name][...], local[name][...], err_msg=name)
     assert remote.attrs["daskgmm"]["complete"] is True
+
+
+def fit_job(source, bucket, key="out", **model):
+    return job("fit", source, bucket.url(key), storage=storage(bucket),
+               model={"random_state": 0, **model})
+
+
+def bucket_keys(bucket, key):
+    prefix = f"{bucket.name}/{key}/"
+    bucket.fs.invalidate_cache()
+    return sorted(name[len(prefix):] for name in bucket.fs.find(f"{bucket.name}/{key}"))
+
+
+def chunk_keys(bucket, key, array):
+    return [name for name in bucket_keys(bucket, key)
+            if name.startswith(f"result.zarr/{array}/") and not name.endswith("zarr.json")]
+
+
+def test_a_replaced_output_holds_only_the_new_generation(tmp_path, bucket):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    chunks = []
+    for seed in (0, 1, 2):
+        status, log = run_job(tmp_path, fit_job(source, bucket, random_state=seed))
+        assert status == 0, log
+        model = GaussianMixture.load(bucket.url("out/model.zarr"),
+                                     storage_options=options(bucket))
+        assert model.random_state == seed
+        result = open_result(bucket, "out")
+        assert result.attrs["daskgmm"]["config"]["model"]["random_state"] == seed
+        assert_array_equal(result["labels"][...], model.predict(table_rows()))
+        chunks.append(chunk_keys(bucket, "out", "labels"))
+    # Each generation's chunks are spelled in the encoding the one before did not use, and
+    # nothing of the one before is left once the new one is published.
+    assert chunks[0] == chunks[2] != chunks[1]
+    assert not set(chunks[0]) & set(chunks[1])
+    assert not [name for name in bucket_keys(bucket, "out") if "staging" in name]
+
+
+def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, bucket):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    before = bucket_keys(bucket, "out")
+    spec = fit_job(source, bucket, random_state=5)
+    spec["output"]["overwrite"] = False
+    status, log = run_job(tmp_path, spec)
+    assert status == 2 and "output.path" in log and "overwrite" in log, log
+    assert bucket_keys(bucket, "out") == before
+
+
+@pytest.mark.parametrize("foreign", ["notes.txt", "result.zarr/mine.csv", "model.zarr/x/c/0"])
+def test_a_foreign_object_is_never_deleted_nor_replaced(tmp_path, bucket, foreign):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    bucket.fs.pipe_file(f"{bucket.name}/out/{foreign}", b"a user's")
+    before = bucket_keys(bucket, "out")
+    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=3))
+    assert status == 2 and "output.path" in log and foreign in log, log
+    assert bucket_keys(bucket, "out") == before
+    assert bucket.fs.cat_file(f"{bucket.name}/out/{foreign}") == b"a user's"
+
+
+def test_a_prefix_daskgmm_did_not_write_is_refused(tmp_path, bucket):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    bucket.fs.pipe_file(f"{bucket.name}/data/part-0.csv", b"1,2,3\n")
+    status, log = run_job(tmp_path, fit_job(source, bucket, key="data"))
+    assert status == 2 and "not an output folder that daskgmm wrote" in log, log
+    assert bucket_keys(bucket, "data") == ["part-0.csv"]
+
+
+def test_an_output_overlapping_an_input_in_the_bucket_is_refused(tmp_path, bucket):
+    url = bucket.write_zarr("rows.zarr", table_rows())
+    status, log = run_job(tmp_path, job("fit", url, f"{url}/out", storage=storage(bucket)))
+    assert status == 2 and "overlaps input.path" in log, log
+
+
+def test_a_job_failing_while_it_writes_leaves_the_committed_output_alone(tmp_path, bucket,
+                                                                       monkeypatch):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    before = {name: bucket.fs.cat_file(f"{bucket.name}/out/{name}")
+              for name in bucket_keys(bucket, "out") if name != ".daskgmm.json"}
+
+    def fail(output, fitted):
+        raise OSError("the disk of the model is full")
+
+    # The arrays are in the bucket when the model fails to be written.
+    monkeypatch.setattr(outputs.JobOutput, "write_model", fail)
+    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=4))
+    assert status == 1 and "the disk of the model is full" in log, log
+    assert "the existing output there is unchanged" in log
+    after = {name: bucket.fs.cat_file(f"{bucket.name}/out/{name}")
+             for name in bucket_keys(bucket, "out") if name != ".daskgmm.json"}
+    assert after == before
+    record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
+    assert record["writer"] is None
+
+
+def test_the_select_jobs_files_are_published_beside_its_arrays(tmp_path, bucket):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    status, log = run_job(tmp_path, job("select", source, bucket.url("out"),
+                                        storage=storage(bucket)))
+    assert status == 0, log
+    status, log = run_job(tmp_path, job("select", source, tmp_path / "local"))
+    assert status == 0, log
+    for name in ("scores.csv", "scores.json", "criterion.png"):
+        assert bucket.fs.cat_file(f"{bucket.name}/out/{name}") == \
+            (tmp_path / "local" / name).read_bytes(), name
+
+
+def test_the_predict_job_applies_a_model_in_a_bucket_and_writes_to_it(tmp_path, bucket):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    assert run_job(tmp_path, fit_job(source, bucket, key="trained"))[0] == 0
+    spec = job("predict", source, bucket.url("scored"), storage=storage(bucket),
+               model={"load": bucket.url("trained/model.zarr")})
+    del spec["model"]["n_components"], spec["model"]["max_iter"], spec["model"]["random_state"]
+    status, log = run_job(tmp_path, spec)
+    assert status == 0, log
+    model = GaussianMixture.load(bucket.url("trained/model.zarr"),
+                                 storage_options=options(bucket))
+    assert_array_equal(open_result(bucket, "scored")["labels"][...],
+                       model.predict(table_rows()))
+
+
+def dead_pid():
+    """The id of a process that has ended (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_an_output_committed_but_not_yet_published_is_read_whole_and_published_next(
+        tmp_path, bucket):
+    from daskgmm import storage as storage_module
+    from daskgmm.object_output import Claim, Generation
+    from daskgmm.storage import StorageConfig
+
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    old = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=options(bucket))
+    new = GaussianMixture(2, max_iter=3, random_state=9).fit(table_rows(seed=9))
+    url = bucket.url("out")
+    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+        # What a job killed right after its commit leaves: the record holds the new
+        # generation; the bucket's metadata documents are still the old one's.
+        claim = Claim.take(url, "output", "output.path")
+        generation = Generation(claim)
+        zarr.open_group(generation.root / "result.zarr", mode="a").attrs["daskgmm"] = {}
+        from daskgmm.model_format import write_model
+        write_model(generation.root / "model.zarr", new)
+        claim.commit(generation)
+        claim.release()
+    record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
+    record["writer"] = {"id": "0" * 32, "host": socket.gethostname(), "pid": dead_pid(),
+                        "time": time.time()}  # its process is gone
+    bucket.fs.pipe_file(f"{bucket.name}/out/.daskgmm.json", json.dumps(record).encode())
+    # zarr alone still reads the old generation; daskgmm's readers read the committed one.
+    raw = zarr.open_group(bucket.url("out/model.zarr"), mode="r",
+                          storage_options=options(bucket))
+    assert_array_equal(raw["means_"][...], old.means_)
+    assert_same_model(GaussianMixture.load(bucket.url("out/model.zarr"),
+                                           storage_options=options(bucket)), new)
+    # The next job publishes it before it begins its own.
+    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=7))
+    assert status == 0, log
+    raw = zarr.open_group(bucket.url("out/model.zarr"), mode="r",
+                          storage_options=options(bucket))
+    assert raw.attrs["params"]["random_state"] == 7
+
+
+def test_a_folder_another_live_job_is_writing_is_refused(tmp_path, bucket):
+    from daskgmm import storage as storage_module
+    from daskgmm.object_output import Claim
+    from daskgmm.storage import StorageConfig
+
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+        claim = Claim.take(bucket.url("out"), "output", "output.path")
+    try:
+        status, log = run_job(tmp_path, fit_job(source, bucket))
+        assert status == 2 and "being written by another job" in log, log
+    finally:
+        with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+            claim.release()
+    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+
+
+def test_a_claim_not_renewed_in_time_is_taken_over(tmp_path, bucket):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
+    record["writer"] = {"id": "0" * 32, "host": "another-pod", "pid": 1, "time": 0.0}
+    bucket.fs.pipe_file(f"{bucket.name}/out/.daskgmm.json", json.dumps(record).encode())
+    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=2))
+    assert status == 0, log
+
+
+def test_a_fit_resumed_from_its_checkpoint_in_the_bucket_gives_the_uninterrupted_model(
+        tmp_path, bucket, client):
+    from daskgmm import storage as storage_module
+    from daskgmm.storage import StorageConfig
+
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    spec = fit_job(source, bucket, max_iter=8, tol=0.0)
+    del spec["cluster"]
+    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+        prepared = run_pipeline(spec, crash_after=3)
+    assert prepared.resumed is not None  # read back from the bucket
+    assert not bucket_keys(bucket, "out.checkpoint")  # deleted once the output is committed
+    resumed = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=options(bucket))
+    status, log = run_job(tmp_path, job("fit", source, tmp_path / "whole",
+                                        model={"random_state": 0, "max_iter": 8, "tol": 0.0}))
+    assert status == 0, log
+    assert_same_model(resumed, GaussianMixture.load(tmp_path / "whole" / "model.zarr"))
