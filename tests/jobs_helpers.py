@@ -196,12 +196,14 @@ def run_main(job_file, *args):
     return status, out.getvalue(), err.getvalue()
 
 
-def run_in_child(job_file, args, stdout_path, stderr_path):
+def run_in_child(job_file, args, stdout_path, stderr_path, environ=None):
     """Entry of a child process: run the job, its stdout and stderr into files; exit its status.
 
     Meant for a ``forkserver`` child, which starts from a clean process (no threads of a cluster
-    or client the parent may hold) and can be killed at any moment.
+    or client the parent may hold) and can be killed at any moment. ``environ`` is set first
+    (the server's environment is the one it started with).
     """
+    os.environ.update(environ or {})
     with open(stdout_path, "w") as out, open(stderr_path, "w") as err:
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)

@@ -284,3 +284,97 @@ def test_a_fit_resumed_from_its_checkpoint_in_the_bucket_gives_the_uninterrupted
                                         model={"random_state": 0, "max_iter": 8, "tol": 0.0}))
     assert status == 0, log
     assert_same_model(resumed, GaussianMixture.load(tmp_path / "whole" / "model.zarr"))
+
+
+# ------------------------------------------------------------------ killed writers
+
+KILLS = 20
+KILL_RUNS = 40  # runs that may end before their kill come on top, up to this many in all
+CHILD_PRELOAD = ["jobs_helpers", "distributed", "s3fs", "daskgmm.pipelines.fit"]
+
+
+def start_child(context, tmp_path, job_file, count):
+    import os
+
+    from jobs_helpers import run_in_child
+
+    environ = {name: os.environ[name] for name in os.environ if name.startswith("AWS_")}
+    out, err = (tmp_path / f"child-{count}.{name}" for name in ("out", "err"))
+    child = context.Process(target=run_in_child,
+                            args=(str(job_file), [], str(out), str(err), environ))
+    child.start()
+    return child, err
+
+
+def seeds_read(bucket):
+    """The seed of the model daskgmm reads at ``out``, of the result it reads, and of the
+    result zarr alone reads; each read must succeed."""
+    from daskgmm import storage as storage_module
+    from daskgmm.storage import StorageConfig
+    from daskgmm.store import read_attrs
+
+    model = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=options(bucket))
+    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+        record = read_attrs(bucket.url("out/result.zarr"))["daskgmm"]
+    raw = open_result(bucket, "out")
+    assert raw.attrs["daskgmm"]["complete"] is True
+    raw["labels"][...]  # every chunk its metadata names is there
+    return (model.random_state, record["config"]["model"]["random_state"],
+            raw.attrs["daskgmm"]["config"]["model"]["random_state"])
+
+
+@pytest.mark.slow  # real processes, killed
+def test_jobs_killed_at_random_moments_never_leave_an_output_taken_as_complete(tmp_path,
+                                                                              bucket):
+    import multiprocessing
+    import random
+
+    from daskgmm.object_record import classify
+
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(CHILD_PRELOAD)
+    source = write_zarr(tmp_path / "rows.zarr", table_rows(4000))
+
+    def job_file(seed):
+        spec = fit_job(source, bucket, random_state=seed, max_iter=4, tol=0.0)
+        spec["checkpoint"] = {"every": 2}
+        return write_job(tmp_path / f"job-{seed}.yaml", spec)
+
+    durations = []
+    for count in (0, 1):  # the first also starts the server the children fork from
+        started = time.monotonic()
+        child, err = start_child(context, tmp_path, job_file(0), count)
+        child.join(120)
+        assert child.exitcode == 0, err.read_text()
+        durations.append(time.monotonic() - started)
+    duration = durations[-1]
+    last_good = 0
+    draw, kills, seed, mid_write = random.Random(0), 0, 0, 0
+    while kills < KILLS:
+        seed += 1
+        assert seed <= KILL_RUNS, f"only {kills} of {seed - 1} runs were killed"
+        child, err = start_child(context, tmp_path, job_file(seed), seed + 1)
+        # Every other kill falls late, where the output is written and committed.
+        child.join((draw.uniform(0.02, 1.0) if seed % 2 else draw.uniform(0.6, 1.0)) * duration)
+        if child.is_alive():
+            child.kill()
+            kills += 1
+        child.join()
+        record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
+        writer = record["writer"] or {}
+        mid_write += child.exitcode == -9 and writer.get("pid") == child.pid
+        assert child.exitcode in (0, -9), err.read_text()
+        seeds = seeds_read(bucket)
+        # The last good output, or the killed run's own once it had committed: never a mix.
+        assert seeds[0] == seeds[1] and seeds[0] in (last_good, seed), seeds
+        assert seeds[2] in (last_good, seed), seeds
+        last_good = seeds[0]
+        if child.exitcode == 0:
+            assert last_good == seed
+    print(f"{kills} kills in {seed} runs, {mid_write} while the output was written")
+    assert mid_write >= 3, "too few kills fell while the output was written"
+    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=99))
+    assert status == 0, log
+    assert seeds_read(bucket) == (99, 99, 99)
+    record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
+    assert all(classify(record, key) == "committed" for key in bucket_keys(bucket, "out"))
