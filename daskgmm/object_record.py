@@ -20,9 +20,11 @@ from . import conditional
 from .generation_store import DEFAULT, ENCODINGS, METADATA, V2, GenerationStore
 from .ownership import MARKER, MARKER_FORMAT
 from .schema import ConfigError, shown
-from .storage import check_url, filesystem, join, storage_options
+from .storage import access_denied, check_url, filesystem, join, storage_options
 
 STAGING_PREFIX = ".daskgmm-staging-"
+# An empty object a dry run writes and deletes to learn that the folder's place is writable.
+PROBE_PREFIX = ".daskgmm-probe-"
 
 def check_folder_url(url, key):
     """Refuse a URL where no folder can be committed: a scheme without conditional writes, or
@@ -37,6 +39,20 @@ def check_folder_url(url, key):
     if "/" not in within or within.rsplit("/", 1)[-1] in (".", ".."):
         raise ConfigError("must name the folder inside the bucket (e.g. "
                           f"s3://bucket/results/run), got {shown(url)}", key)
+
+
+def check_writable(url, key):
+    """Write and delete an empty probe object in the folder at ``url`` (for a dry run); a
+    refusal is a ConfigError naming ``key``, the URL and the credentials found."""
+    import uuid
+
+    fs, inner = filesystem(url)
+    probe = f"{inner.rstrip('/')}/{PROBE_PREFIX}{uuid.uuid4().hex}"
+    try:
+        fs.pipe_file(probe, b"", mode="create")
+        fs.rm(probe)
+    except PermissionError as error:
+        raise ConfigError(access_denied(url, error, "write"), key) from None
 
 
 def record_url(url):
@@ -81,6 +97,8 @@ def classify(record, key):
     if key == MARKER:
         return "committed"
     committed = record.get("committed") or {}
+    if key.startswith(PROBE_PREFIX):
+        return "garbage"
     if key.startswith(STAGING_PREFIX):
         kept = committed and not committed["published"] and \
             key.startswith(committed["staging"] + "/")

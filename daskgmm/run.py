@@ -12,14 +12,16 @@ import argparse
 import gc
 import importlib
 import logging
+import os
 import sys
 import time
 import traceback
 from contextlib import contextmanager
+from pathlib import Path
 
 import dask
 
-from . import storage
+from . import object_record, storage
 from .atomic import folder_exists
 from .cluster import check_cluster, dashboard_link, describe_cluster, open_client
 from .config import ConfigError, load_config
@@ -103,7 +105,7 @@ def prepare(args):
 
 
 def format_plan(prepared, cluster_line, config_file):
-    """The plan printed by ``--dry-run``."""
+    """The plan printed by ``--dry-run`` (in the job's :func:`~daskgmm.storage.using`)."""
     plan = prepared.plan
     lines = [f"job: {plan.pipeline} ({config_file})", "inputs:"]
     lines += [f"  {line}" for line in plan.inputs]
@@ -116,9 +118,8 @@ def format_plan(prepared, cluster_line, config_file):
     lines += [f"cluster: {cluster_line}"]
     urls = {storage.scheme_of(path): path for path in prepared.config.paths().values()
             if storage.is_url(path)}
-    with storage.using(prepared.config.storage):
-        lines += [f"credentials for {scheme}://: {storage.credentials_found(url)}"
-                  for scheme, url in sorted(urls.items())]
+    lines += [f"credentials for {scheme}://: {storage.credentials_found(url)}"
+              for scheme, url in sorted(urls.items())]
     return "\n".join(lines)
 
 
@@ -151,6 +152,20 @@ def failure_message(error, config, config_file):
         message += (f" The fit so far is saved in {config.checkpoint_path}; rerun with --resume "
                     "to continue from it.")
     return message + " Rerun with --verbose for the traceback."
+
+
+def check_writable(path, key):
+    """Refuse an output whose place cannot be written: a URL's folder (a probe object is
+    written and deleted) or the nearest existing folder of a local path."""
+    if storage.is_url(path):
+        object_record.check_writable(path, key)
+        return
+    parent = Path(os.path.abspath(path))
+    while not parent.exists():
+        parent = parent.parent
+    if parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{parent} may not be written by this user; choose a path where "
+                          f"{path} can be made", key)
 
 
 def _exists(path):
@@ -216,7 +231,13 @@ def _run(args):
                              f"{_cause(error)}. Nothing was written. Rerun with --verbose for "
                              "the traceback.")
     if args.dry_run:
-        print(format_plan(prepared, describe_cluster(config.cluster), args.config))
+        try:
+            with storage.using(config.storage):
+                check_writable(config.output.path, "output.path")
+                print(format_plan(prepared, describe_cluster(config.cluster), args.config))
+        except ConfigError as error:
+            print(f"error: {error.in_file(args.config)}", file=sys.stderr)
+            return EXIT_CONFIG
         return EXIT_OK
     print(f"daskgmm {config.pipeline} job: {args.config} -> {config.output.path}", flush=True)
     started = time.perf_counter()

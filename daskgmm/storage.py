@@ -179,10 +179,10 @@ def credentials_found(url):
     return f"resolved by the {scheme} filesystem ({CREDENTIAL_SOURCES.get(scheme, 'its own')})"
 
 
-def access_denied(url, error):
-    """The message of a read refused by the store at ``url``."""
+def access_denied(url, error, action="read"):
+    """The message of a read (or another ``action``) refused by the store at ``url``."""
     return (f"access to {url!r} was denied ({error}); credentials: {credentials_found(url)}; "
-            "give credentials that may read it, or fix the bucket's policy")
+            f"give credentials that may {action} it, or fix the bucket's policy")
 
 
 @contextmanager

@@ -378,3 +378,20 @@ def test_jobs_killed_at_random_moments_never_leave_an_output_taken_as_complete(t
     assert seeds_read(bucket) == (99, 99, 99)
     record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
     assert all(classify(record, key) == "committed" for key in bucket_keys(bucket, "out"))
+
+
+def test_the_dry_run_checks_the_output_place_is_writable_and_leaves_nothing(tmp_path, bucket):
+    source = write_zarr(tmp_path / "rows.zarr", table_rows())
+    job_file = write_job(tmp_path / "job.yaml", fit_job(source, bucket))
+    status, out, err = run_main(job_file, "--dry-run")
+    assert status == 0, err
+    assert f"output: {bucket.url('out')}" in out
+    assert "credentials for s3://: found by botocore (env)" in out
+    assert bucket_keys(bucket, "out") == []
+    policy = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:PutObject",
+        "Resource": f"arn:aws:s3:::{bucket.name}/*"}]}
+    bucket.fs.call_s3("put_bucket_policy", Bucket=bucket.name, Policy=json.dumps(policy))
+    status, out, err = run_main(job_file, "--dry-run")
+    assert status == 2, out + err
+    assert "output.path" in err and bucket.url("out") in err and "denied" in err
