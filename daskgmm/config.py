@@ -288,8 +288,6 @@ class JobConfig(Section):
             "input.array": (self.input.array, "every array of the Zarr group is an input"),
             "input.ingest_to": (self.input.ingest_to, "batch inputs are read where they are"),
         }
-        if is_url(self.output.path):  # its inputs may be in a bucket
-            raise ConfigError("a batch store must be a local path for now", "output.path")
         for name, (value, reason) in unused.items():
             if value:
                 raise ConfigError(f"not used in batch mode ({reason})", name)

@@ -122,7 +122,7 @@ class Guard:
             If any rule of this module is broken.
         """
         if is_url(path):
-            return self._check_url(str(path), key, kind, replace, fix)
+            return self._check_url(str(path), key, kind, replace, fix, within, grows)
         real = real_path(path)
         if within is not None and within not in real.parents:
             raise ConfigError(f"{path} would be outside {within}, where it belongs", key)
@@ -151,19 +151,23 @@ class Guard:
         elif os.path.lexists(real):
             remove_owned(real)
 
-    def _check_url(self, url, key, kind, replace, fix):
+    def _check_url(self, url, key, kind, replace, fix, within=None, grows=False):
         """:meth:`check` of a folder in object storage (see :mod:`daskgmm.object_output`)."""
         url = url_root(url)
+        if within is not None and not url.startswith(url_root(within) + "/"):
+            raise ConfigError(f"{url} would be outside {within}, where it belongs", key)
         for input_key, root in self.url_inputs.items():
             if _urls_overlap(url, root):
                 raise ConfigError(f"{url} overlaps {input_key} ({root}); a job never writes "
                                   "where it reads: choose a path outside the inputs", key)
         for target, target_key in self.targets.items():
-            if isinstance(target, str) and _urls_overlap(url, target) and \
+            inside = within is not None and (within == target or
+                                             url_root(within).startswith(target + "/"))
+            if isinstance(target, str) and _urls_overlap(url, target) and not inside and \
                     not (target == url and target_key == key):
                 raise ConfigError(f"{url} overlaps {target_key} ({target}), which this job "
                                   "also writes; give them separate paths", key)
-        keys = object_record.relative_keys(url)
+        keys = [] if grows else object_record.relative_keys(url)  # a store checks itself
         if object_record.holds_output(url, keys):
             if not replace:
                 raise ConfigError(f"{url} exists; {fix}", key)

@@ -395,3 +395,88 @@ def test_the_dry_run_checks_the_output_place_is_writable_and_leaves_nothing(tmp_
     status, out, err = run_main(job_file, "--dry-run")
     assert status == 2, out + err
     assert "output.path" in err and bucket.url("out") in err and "denied" in err
+
+
+# ------------------------------------------------------------------ batch stores in a bucket
+
+
+def bucket_batch_job(tmp_path, bucket, **batch):
+    from batch_helpers import job as batch_helpers_job
+
+    return batch_helpers_job(tmp_path, input={"path": bucket.url("scenes/*.png")},
+                             output={"path": bucket.url("store")}, storage=storage(bucket),
+                             batch=batch)
+
+
+def bucket_manifest(bucket):
+    bucket.fs.invalidate_cache()
+    return json.loads(bucket.fs.cat_file(f"{bucket.name}/store/manifest.json"))
+
+
+def put_images(tmp_path, bucket, *names):
+    from batch_helpers import add_images
+
+    add_images(tmp_path / "images", *names)
+    for name in names:
+        bucket.fs.put(str(tmp_path / "images" / name), bucket.url(f"scenes/{name}"))
+
+
+def test_a_batch_store_in_a_bucket_takes_each_new_input_once_and_reads_back(tmp_path, bucket):
+    put_images(tmp_path, bucket, "a.png", "b.png")
+    spec = bucket_batch_job(tmp_path, bucket)
+    status, log = run_job(tmp_path, spec)
+    assert status == 0, log
+    manifest = bucket_manifest(bucket)
+    assert set(manifest["inputs"]) == {"a.png", "b.png"} and not manifest["claims"]
+    labels = zarr.open_group(bucket.url("store/results/a.png/result.zarr"), mode="r",
+                             storage_options=options(bucket))["labels"]
+    assert labels.shape == (1, 32, 32)
+    version = manifest["inputs"]["a.png"]["model"]
+    model = GaussianMixture.load(bucket.url(f"store/models/{version}.zarr"),
+                                 storage_options=options(bucket))
+    assert model.n_components == 3
+    status, log = run_job(tmp_path, spec)
+    assert status == 0 and "nothing new to process (2 input(s) done" in log, log
+    put_images(tmp_path, bucket, "c.png")
+    status, log = run_job(tmp_path, spec)
+    assert status == 0, log
+    inputs = bucket_manifest(bucket)["inputs"]
+    assert set(inputs) == {"a.png", "b.png", "c.png"}
+    assert inputs["c.png"]["run"] != inputs["a.png"]["run"] == inputs["b.png"]["run"]
+    runs = bucket_keys(bucket, "store/runs")
+    assert len(runs) == 2  # one object per run that processed inputs
+
+
+def test_a_foreign_object_at_the_top_of_a_bucket_store_is_refused(tmp_path, bucket):
+    put_images(tmp_path, bucket, "a.png")
+    bucket.fs.pipe_file(f"{bucket.name}/store/notes.txt", b"a user's")
+    status, log = run_job(tmp_path, bucket_batch_job(tmp_path, bucket))
+    assert status == 2 and "notes.txt" in log and "output.path" in log, log
+    assert bucket_keys(bucket, "store") == ["notes.txt"]
+
+
+@pytest.mark.slow  # two runners in real processes
+def test_two_concurrent_batch_runs_on_one_bucket_store_process_each_input_once(tmp_path,
+                                                                              bucket):
+    from jobs_helpers import finish_runner, start_runner
+
+    names = [f"scene-{i}.png" for i in range(8)]
+    put_images(tmp_path, bucket, *names)
+    spec = bucket_batch_job(tmp_path, bucket, max_inputs=5)
+    runners = [start_runner(write_job(tmp_path / f"job-{i}.yaml", spec)) for i in range(2)]
+    results = [finish_runner(runner) for runner in runners]
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    manifest = bucket_manifest(bucket)
+    assert set(manifest["inputs"]) == set(names) and not manifest["claims"]
+    assert not manifest["runs"]  # both ended and let go of their registration
+    # Each input was processed by exactly one run: the runs' logs split the inputs.
+    logs = [json.loads(bucket.fs.cat_file(f"{bucket.name}/store/runs/{name}"))
+            for name in bucket_keys(bucket, "store/runs")]
+    done = [name for log in logs for name in log["processed"]]
+    assert sorted(done) == sorted(names), logs
+    assert len(logs) == 2 and all(log["status"] == "ok" for log in logs)
+    for name in names:
+        result = zarr.open_group(bucket.url(f"store/results/{name}/result.zarr"), mode="r",
+                                 storage_options=options(bucket))
+        assert result.attrs["daskgmm"]["summary"]["input"] == name

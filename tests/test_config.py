@@ -142,8 +142,6 @@ def test_missing_required_nested_key():
      "select.n_components"),
     ({"output": {"path": "gs://bucket/out"}}, "output.path"),  # no conditional writes
     ({"output": {"path": "s3://bucket"}}, "output.path"),  # the bucket itself
-    ({"pipeline": "segment", "output": {"path": "s3://bucket/out"}, "batch": {}},
-     "output.path"),
 ])
 def test_rules_across_keys(changes, key):
     assert error_of(minimal(**changes)).key == key

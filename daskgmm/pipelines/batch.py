@@ -47,6 +47,7 @@ from daskgmm.config import ConfigError
 from daskgmm.guard import real_path
 from daskgmm.model_format import MODEL, write_model
 from daskgmm.ownership import read_marker
+from daskgmm.storage import is_url
 
 from .batch_layout import LAYOUT, LOCK, MODELS, RESULTS, STAGING, STORE_KIND, lay_out
 from .batch_leftovers import dead_staging, is_old_temporary, old_leftovers, remove_leftover
@@ -89,13 +90,30 @@ class BatchStore:
     """
 
     def __init__(self, root, config, run=None):
-        self.root = real_path(root)  # links and ".." resolved, as the guard clears it
-        self.staging = self.root / STAGING
+        self.root = self.resolve(root)
+        self.staging = self.staging_folder()
         self.config = config
         self.run = run or new_run_id()
         self.started = now_iso()
         self.owner = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid()}
         self._laid_out = False
+
+    @staticmethod
+    def resolve(root):
+        """The store's place as the guard clears it: links and ".." resolved."""
+        return real_path(root)
+
+    def staging_folder(self):
+        """Where the store's temporary things are made."""
+        return self.root / STAGING
+
+    def path(self, name):
+        """The place of an entry of the store (``name`` relative to it)."""
+        return self.root / name
+
+    def exists(self):
+        """Whether a run has laid the store out."""
+        return self.root.is_dir()
 
     def check(self, key="output.path"):
         """Raise :class:`ConfigError` unless the store is new, empty or a readable batch store.
@@ -135,15 +153,20 @@ class BatchStore:
         with StoreLock(self.root / LOCK, self.config.lock_timeout, self.owner, self.staging):
             yield
 
-    @contextmanager
-    def _changing(self):
-        """Yield the manifest under the lock; write it back if the block changed it."""
+    def change(self, edit):
+        """Apply ``edit`` (a function of the manifest, changing it in place) and write the
+        manifest back if it changed, under the store's lock; return what ``edit`` returns."""
         with self._locked():
             manifest = self.read()
             before = json.dumps(manifest, sort_keys=True)
-            yield manifest
+            result = edit(manifest)
             if json.dumps(manifest, sort_keys=True) != before:
                 write_manifest(self.root, self.staging, manifest)
+            return result
+
+    def log_runs(self, records):
+        """Add lines (one per run, JSON-ready dicts) to the store's log of runs."""
+        append_runs(self.root, records)
 
     def states(self, inputs, manifest=None):
         """Return each input's state: new, changed, done, failed or claimed (by a live run)."""
@@ -163,14 +186,18 @@ class BatchStore:
             "claims": [name for name, claim in manifest["claims"].items()
                        if not is_live(claim, self.config.claim_timeout)],
             "failed": [name for name in manifest["failed"] if name not in listed],
-            "leftovers": (dead_staging(self.staging, self.config.claim_timeout)
-                          + old_leftovers(self.root, keep, self.config.lock_timeout,
-                                          self.config.claim_timeout)),
+            "leftovers": self.leftovers(keep),
         }
+
+    def leftovers(self, keep):
+        """What dead runs left in the store (inputs not in ``keep`` have no business there)."""
+        return (dead_staging(self.staging, self.config.claim_timeout)
+                + old_leftovers(self.root, keep, self.config.lock_timeout,
+                                self.config.claim_timeout))
 
     def needs_tidying(self, inputs):
         """Whether a run would find anything to tidy (see :meth:`claim`); changes nothing."""
-        if not self.root.is_dir():
+        if not self.exists():
             return False
         return any(self._untidy(self.read(), inputs).values())
 
@@ -182,7 +209,7 @@ class BatchStore:
         if killed:
             logger.warning("found %d run(s) killed before they ended: %s", len(killed),
                            ", ".join(line["run"] for line in killed))
-            append_runs(self.root, killed)
+            self.log_runs(killed)
         for run in untidy["runs"]:
             del manifest["runs"][run]
         for name in untidy["claims"]:
@@ -207,7 +234,7 @@ class BatchStore:
         inputs : list of BatchInput
             Every input listed now (a failed entry of any other is dropped).
         """
-        with self._changing() as manifest:
+        def claim(manifest):
             self._tidy(manifest, inputs)
             states = self.states(inputs, manifest)
             pending = [item for item in inputs if states[item.name] in ("new", "changed")]
@@ -220,7 +247,9 @@ class BatchStore:
                 entry = manifest["runs"].setdefault(self.run, {
                     **self.owner, "started": self.started, "claimed": []})
                 entry.update(time=now, claimed=entry["claimed"] + [i.name for i in claimed])
-        return claimed
+            return claimed
+
+        return self.change(claim)
 
     def _owns(self, manifest, item):
         claim = manifest["claims"].get(item.name)
@@ -231,19 +260,21 @@ class BatchStore:
         return False
 
     def _settle(self, item, section, entry):
-        with self._changing() as manifest:
-            if self._owns(manifest, item):
-                del manifest["claims"][item.name]
-                for other in ("inputs", "failed"):
-                    manifest[other].pop(item.name, None)
-                manifest[section][item.name] = {"identity": item.identity, "run": self.run,
-                                                "time": now_iso(), **entry}
-            now = time.time()
-            for claim in manifest["claims"].values():
-                if claim["run"] == self.run:
-                    claim["time"] = now
-            if self.run in manifest["runs"]:
-                manifest["runs"][self.run]["time"] = now
+        self.change(lambda manifest: self._settled(manifest, item, section, entry))
+
+    def _settled(self, manifest, item, section, entry):
+        if self._owns(manifest, item):
+            del manifest["claims"][item.name]
+            for other in ("inputs", "failed"):
+                manifest[other].pop(item.name, None)
+            manifest[section][item.name] = {"identity": item.identity, "run": self.run,
+                                            "time": now_iso(), **entry}
+        now = time.time()
+        for claim in manifest["claims"].values():
+            if claim["run"] == self.run:
+                claim["time"] = now
+        if self.run in manifest["runs"]:
+            manifest["runs"][self.run]["time"] = now
 
     def record_done(self, item, model, pixels):
         """Record an input processed with model version ``model`` (its result is in place)."""
@@ -256,20 +287,24 @@ class BatchStore:
 
     def record_model(self, version, entry, channels):
         """Record a model version applied by this run, and the channels inputs must have."""
-        with self._changing() as manifest:
+        def record(manifest):
             manifest["models"].setdefault(version, {"run": self.run, "time": now_iso(),
                                                     "path": self.model_name(version), **entry})
             if manifest["channels"] is None:
                 manifest["channels"] = channels
 
+        self.change(record)
+
     def finish(self, record):
         """Log this run's end (``record``, one line of ``runs.jsonl``), then let go of its
         claims and registration: a run killed between the two is known to have ended."""
-        with self._changing() as manifest:
-            append_runs(self.root, [record])
+        def finish(manifest):
+            self.log_runs([record])
             manifest["runs"].pop(self.run, None)
             for name in [n for n, c in manifest["claims"].items() if c["run"] == self.run]:
                 del manifest["claims"][name]
+
+        self.change(finish)
 
     def read_runs(self):
         """Return the summaries of all runs so far, oldest first."""
@@ -290,10 +325,11 @@ class BatchStore:
 
         The path is cleared by the job's ``guard`` first, as every path a job writes.
         """
-        path = self.root / self.model_name(version)
-        if path.exists():
+        path = self.path(self.model_name(version))
+        if atomic.folder_exists(path):
             return
-        path = guard.check(path, "output.path", MODEL, within=real_path(self.root / MODELS))
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = guard.check(path, "output.path", MODEL, within=self.path(MODELS))
+        if not is_url(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
         with atomic.atomic_directory(path, MODEL, self.staging) as staging:
             write_model(staging, model, {"preprocessing": preprocessing})

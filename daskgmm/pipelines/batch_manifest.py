@@ -61,10 +61,21 @@ def read_manifest(root):
         manifest = json.loads(text)
     except ValueError as error:
         raise ValueError(f"{root / MANIFEST} is not valid JSON ({error})") from None
+    return checked_manifest(manifest, root / MANIFEST)
+
+
+def checked_manifest(manifest, where):
+    """Return ``manifest`` (read from ``where``) if it is a batch manifest this version reads.
+
+    Raises
+    ------
+    ValueError
+        If it is not.
+    """
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"{root / MANIFEST} is not a daskgmm batch manifest")
+        raise ValueError(f"{where} is not a daskgmm batch manifest")
     if manifest["format_version"] > MANIFEST_VERSION:
-        raise ValueError(f"{root / MANIFEST} was written by a newer daskgmm; upgrade")
+        raise ValueError(f"{where} was written by a newer daskgmm; upgrade")
     manifest.setdefault("runs", {})  # not kept by earlier versions
     return manifest
 

@@ -18,12 +18,12 @@ import numpy as np
 
 from daskgmm import store
 from daskgmm.config import ConfigError
-from daskgmm.guard import real_path
 from daskgmm.images import image_file_error, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE_IMAGE_SIZES, write_sample_images
-from daskgmm.storage import storage_options
+from daskgmm.storage import is_url, storage_options
 
-from .batch import BatchStore, model_version
+from .batch import model_version
+from .batch_bucket import open_batch_store
 from .batch_inputs import list_inputs
 from .batch_layout import RESULT_KIND, RESULTS
 from .input_paths import batch_input_format
@@ -50,7 +50,7 @@ def prepare_batch(config):
         With the :class:`~.batch.BatchStore` in ``extra["batch"]``; ``nothing_to_do`` is set
         when no input is new or changed and the store holds nothing to tidy.
     """
-    batch = BatchStore(config.output.path, config.batch)
+    batch = open_batch_store(config.output.path, config.batch)
     batch.check()
     kind = batch_input_format(config.input)
     generated = generates(config.input)
@@ -278,8 +278,9 @@ def _result_output(prepared, batch, key):
 
     A key never leaves ``results/`` (:mod:`.batch_inputs`); the guard proves it.
     """
-    path = prepared.guard.check(batch.root / batch.result_name(key), "output.path",
-                                RESULT_KIND, replace=True, within=real_path(batch.root / RESULTS))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = prepared.guard.check(batch.path(batch.result_name(key)), "output.path",
+                                RESULT_KIND, replace=True, within=batch.path(RESULTS))
+    if not is_url(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
     with staged_output(prepared, path, RESULT_KIND, staging_parent=batch.staging) as output:
         yield output
