@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .object_record import check_folder_url
-from .storage import StorageConfig, is_url
+from .storage import StorageConfig, is_url, sibling
 from .options import (
     COVARIANCE_TYPES,
     CRITERIA,
@@ -322,8 +322,7 @@ class JobConfig(Section):
     @property
     def checkpoint_path(self):
         """Where the EM state is saved while fitting: a sibling of the output folder."""
-        output = self.output.path
-        return (output.rstrip("/") if is_url(output) else str(Path(output))) + ".checkpoint"
+        return sibling(self.output.path, ".checkpoint")
 
 
 def load_config(path, overrides=()):

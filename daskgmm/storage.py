@@ -288,6 +288,12 @@ def join(base, name):
     return f"{str(base).rstrip('/')}/{name}"
 
 
+def sibling(path, suffix):
+    """The path beside ``path`` whose name adds ``suffix`` (``out`` -> ``out.checkpoint``), for
+    a local path or a URL."""
+    return (str(path).rstrip("/") if is_url(path) else str(Path(path))) + suffix
+
+
 def files_under(url):
     """The URLs of every object under the prefix ``url`` (or ``url`` itself if it is one)."""
     fs, inner = _listable(url)

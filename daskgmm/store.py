@@ -115,7 +115,7 @@ def write_array(path, data, kind, attrs=None, compute=None):
     data = data if isinstance(data, da.Array) else da.from_array(data, chunks=data.shape)
     data = data.rechunk(data.chunksize)
     with atomic.atomic_directory(path, kind) as staging:
-        target = zarr.create_array(str(staging), shape=data.shape, chunks=data.chunksize,
+        target = zarr.create_array(location(staging), shape=data.shape, chunks=data.chunksize,
                                    dtype=data.dtype)
         target.attrs.update(attrs or {})
         (compute or dask.compute)(da.store(data, target, lock=False, compute=False))

@@ -1,12 +1,13 @@
 """Deployment: the cluster kinds, the SLURM and Kubernetes examples, and the container image.
 
 Job scripts are built by dask-jobqueue itself (``job_script()``: nothing is submitted), the
-manifests are parsed and their commands loaded with the real config loader, and the Dockerfile's
-``pip install`` lines run as written in a new virtual environment (there is no Docker engine
-here). A missing optional package is made unimportable in a subprocess (``sys.modules[name] =
+manifests are parsed and their commands loaded with the real config loader, the job that keeps its
+data in a bucket runs against a real S3 server (moto's), and the Dockerfile's ``pip install``
+lines run as written in a new virtual environment (there is no Docker engine here). A missing optional package is made unimportable in a subprocess (``sys.modules[name] =
 None``), as it is when the extra is not installed.
 """
 
+import io
 import itertools
 import os
 import re
@@ -36,11 +37,18 @@ from daskgmm.cluster import (
     scheduler_address,
 )
 from daskgmm.config import ClusterConfig, ConfigError, JobConfig, load_config, parse_yaml
+from jobs_helpers import TINY_CLUSTER, images, run_main, write_job
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 SLURM_JOB = DEPLOY / "slurm" / "segment.yaml"
 NIGHTLY_JOB = REPO / "configs" / "kubernetes" / "segment-nightly.yaml"
+BUCKET_JOB = REPO / "configs" / "kubernetes" / "segment-bucket.yaml"
+KUBERNETES_JOBS = sorted((REPO / "configs" / "kubernetes").glob("*.yaml"))
+# The manifests of the bucket job: its runner's, and its cluster's template (cluster.spec).
+BUCKET_MANIFESTS = [DEPLOY / "kubernetes" / "job-bucket.yaml",
+                    DEPLOY / "kubernetes" / "daskcluster-bucket.yaml"]
+ROLE_ARN = re.compile(r"arn:aws:iam::\d{12}:role/[\w+=,.@/-]+")
 
 PBS_JOB = """
 pipeline: segment
@@ -225,9 +233,14 @@ def documented_image():
     return image
 
 
+def documents(path):
+    """The manifests of one YAML file."""
+    return [document for document in yaml.safe_load_all(Path(path).read_text()) if document]
+
+
 def manifests():
     for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
-        yield from (document for document in yaml.safe_load_all(path.read_text()) if document)
+        yield from documents(path)
 
 
 def values_of(node, key):
@@ -246,13 +259,24 @@ def containers(manifest):
     return [container for listed in values_of(manifest, "containers") for container in listed]
 
 
+def runner_pod(kind):
+    """The pod spec of the job runner in the manifest of ``kind`` (DaskJob, CronJob or Job)."""
+    (manifest,) = [m for m in manifests() if m["kind"] == kind]
+    template = {"DaskJob": lambda spec: spec["job"],
+                "CronJob": lambda spec: spec["jobTemplate"]["spec"]["template"],
+                "Job": lambda spec: spec["template"]}[kind](manifest["spec"])
+    return template["spec"]
+
+
 def runner_arguments(kind):
     """The daskgmm.run arguments of the runner container in the manifest of ``kind``."""
-    (manifest,) = [m for m in manifests() if m["kind"] == kind]
-    pod = manifest["spec"]["job"] if kind == "DaskJob" else (
-        manifest["spec"]["jobTemplate"]["spec"]["template"])
-    (container,) = pod["spec"]["containers"]
+    (container,) = runner_pod(kind)["containers"]
     return container["args"]
+
+
+def service_accounts():
+    """The ServiceAccounts of the manifests, by name."""
+    return {m["metadata"]["name"]: m for m in manifests() if m["kind"] == "ServiceAccount"}
 
 
 def test_image_tag_is_the_same_everywhere():
@@ -264,13 +288,14 @@ def test_image_tag_is_the_same_everywhere():
     assert f"-t {image} ." in dockerfile
     images = {container["image"] for manifest in manifests() for container in containers(manifest)}
     assert images == {image}
-    assert load_config(NIGHTLY_JOB).cluster.image == image
+    assert {load_config(job).cluster.image for job in KUBERNETES_JOBS} == {image}
 
 
 def test_kubernetes_manifests_parse_and_name_what_exists():
     kinds = sorted(manifest["kind"] for manifest in manifests())
-    assert kinds == ["CronJob", "DaskCluster", "DaskJob", "PersistentVolumeClaim", "Role",
-                     "RoleBinding", "ServiceAccount"]
+    assert kinds == ["CronJob", "DaskCluster", "DaskCluster", "DaskJob", "Job",
+                     "PersistentVolumeClaim", "Role", "Role", "RoleBinding", "RoleBinding",
+                     "ServiceAccount", "ServiceAccount", "ServiceAccount"]
     for manifest in manifests():
         if manifest["kind"].startswith("Dask"):
             assert manifest["apiVersion"] == "kubernetes.dask.org/v1"
@@ -282,13 +307,29 @@ def test_kubernetes_manifests_parse_and_name_what_exists():
     pods = [pod for manifest in manifests() for pod in values_of(manifest, "spec")
             if isinstance(pod, dict) and "volumes" in pod]
     assert len(pods) == 4 and {pod["securityContext"]["fsGroup"] for pod in pods} == {uid}
-    for kind in ("DaskJob", "CronJob"):
+    run = {}
+    for kind in ("DaskJob", "CronJob", "Job"):
         config_file, *overrides = runner_arguments(kind)
         assert (REPO / config_file).is_file()
         sets = [value for flag, value in zip(overrides[::2], overrides[1::2]) if flag == "--set"]
+        run[kind] = config_file
         config = load_config(REPO / config_file, sets)
-        assert config.pipeline == "segment" and config.output.path.startswith("/data/")
-    assert (REPO / load_config(NIGHTLY_JOB).cluster.spec).is_file()
+        assert config.pipeline == "segment" and config.output.path.startswith(
+            "s3://" if kind == "Job" else "/data/")
+    assert run["Job"] == BUCKET_JOB.relative_to(REPO).as_posix()
+    for job in KUBERNETES_JOBS:
+        assert (REPO / load_config(job).cluster.spec).is_file()
+
+
+def test_kubernetes_manifests_name_only_service_accounts_and_roles_they_define():
+    accounts = service_accounts()
+    roles = {m["metadata"]["name"] for m in manifests() if m["kind"] == "Role"}
+    named = {name for manifest in manifests() for name in values_of(manifest,
+                                                                     "serviceAccountName")}
+    assert named == set(accounts)
+    for binding in (m for m in manifests() if m["kind"] == "RoleBinding"):
+        assert binding["roleRef"]["kind"] == "Role" and binding["roleRef"]["name"] in roles
+        assert {subject["name"] for subject in binding["subjects"]} <= set(accounts)
 
 
 @pytest.mark.slow
@@ -300,8 +341,12 @@ def test_daskjob_runner_joins_the_scheduler_the_operator_names(tmp_path):
     assert f"cluster: address: the running scheduler at {address}" in done.stdout
 
 
-def test_kubernetes_cluster_spec_from_the_nightly_job():
-    config = load_config(NIGHTLY_JOB).cluster
+@pytest.mark.parametrize("job, mounts", [
+    (NIGHTLY_JOB, [{"name": "data", "mountPath": "/data"}]),
+    (BUCKET_JOB, None),
+], ids=["nightly", "bucket"])
+def test_kubernetes_cluster_spec_from_the_jobs(job, mounts):
+    config = load_config(job).cluster
     check_cluster(config)
     spec = kubernetes_cluster_spec(config)
     name = spec["metadata"]["name"]
@@ -317,7 +362,7 @@ def test_kubernetes_cluster_spec_from_the_nightly_job():
     command = shlex.join(container["command"])
     assert f"--nthreads {config.cores}" in command and f"--memory-limit {memory}" in command
     assert command.count("--nthreads") == 1
-    assert container["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
+    assert container.get("volumeMounts") == mounts
     assert {c["image"] for c in containers(spec)} == {config.image}
 
 
@@ -333,6 +378,112 @@ def test_kubernetes_cluster_spec_from_the_operator_template():
     assert worker["command"][:2] == ["dask", "worker"] and "args" not in worker
     assert spec["spec"]["worker"]["replicas"] == 3
     assert worker["resources"]["requests"] == {"cpu": "2", "memory": str(4 * 2**30)}
+
+
+# ---------------------------------------------------------------- Kubernetes, data in a bucket
+
+
+def credential_env(container):
+    """The container's AWS_* environment variables, by name."""
+    return {entry["name"]: entry for entry in container.get("env", [])
+            if entry["name"].startswith("AWS_")}
+
+
+def assert_credentials_by_reference(pod):
+    """The pod runs as a service account with an IAM role (IRSA), and its containers take the
+    keys only from the optional Secret daskgmm-s3: no value is written in the manifest."""
+    account = service_accounts()[pod["serviceAccountName"]]
+    assert ROLE_ARN.fullmatch(account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"])
+    for container in pod["containers"]:
+        env = credential_env(container)
+        assert sorted(env) == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
+        for name, entry in env.items():
+            assert entry == {"name": name, "valueFrom": {"secretKeyRef": {
+                "name": "daskgmm-s3", "key": name, "optional": True}}}
+
+
+def test_the_bucket_job_keeps_its_data_in_s3_and_no_secret_in_its_file():
+    config = load_config(BUCKET_JOB)
+    assert config.pipeline == "segment" and config.batch is None
+    assert config.input.path.startswith("s3://") and config.output.path.startswith("s3://")
+    assert config.input.generate is None  # generate looks for its input on the local disk
+    assert config.storage.s3.region and not config.storage.s3.anon
+    assert "storage" in yaml.safe_load(BUCKET_JOB.read_text())
+
+
+def test_the_bucket_manifests_mount_nothing_and_take_credentials_only_by_reference():
+    for path in BUCKET_MANIFESTS:
+        text = path.read_text()
+        assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text)  # no access key id
+        for key in ("volumes", "volumeMounts", "persistentVolumeClaim"):
+            assert [list(values_of(document, key)) for document in documents(path)] == [
+                [] for _ in documents(path)], (path, key)
+    assert "Secret" not in {manifest["kind"] for manifest in manifests()}
+    assert_credentials_by_reference(runner_pod("Job"))
+    (template,) = documents(REPO / load_config(BUCKET_JOB).cluster.spec)
+    assert_credentials_by_reference(template["spec"]["worker"]["spec"])
+
+
+def test_the_bucket_jobs_workers_get_the_credentials_of_its_runner():
+    config = load_config(BUCKET_JOB).cluster
+    check_cluster(config)
+    spec = kubernetes_cluster_spec(config)
+    runner = runner_pod("Job")
+    worker = spec["spec"]["worker"]["spec"]
+    assert worker["serviceAccountName"] in service_accounts()
+    assert worker["serviceAccountName"] != runner["serviceAccountName"]  # no Kubernetes rights
+    assert (service_accounts()[worker["serviceAccountName"]]["metadata"]["annotations"]
+            == service_accounts()[runner["serviceAccountName"]]["metadata"]["annotations"])
+    (container,) = worker["containers"]
+    assert credential_env(container) == credential_env(runner["containers"][0])
+    scheduler = spec["spec"]["scheduler"]["spec"]  # never touches the data
+    assert "serviceAccountName" not in scheduler
+    assert not credential_env(scheduler["containers"][0])
+    assert not list(values_of(spec, "volumes")) and not list(values_of(spec, "volumeMounts"))
+
+
+def put_pngs(fs, folder, pictures):
+    """Write ``pictures`` as PNG objects ``image-N.png`` under ``folder`` of a bucket."""
+    from PIL import Image
+
+    for number, picture in enumerate(pictures):
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, format="PNG")
+        fs.pipe(f"{folder}/image-{number}.png", buffer.getvalue())
+
+
+@pytest.mark.slow
+def test_the_bucket_job_keeps_everything_in_the_bucket(tmp_path, s3_endpoint, monkeypatch):
+    """The bucket job as written, but for moto's endpoint and a cluster in this process: it
+    reads its images and writes its output (and what it ingests) in the bucket, and nothing on
+    the local disk, which the runner and the workers do not share on Kubernetes."""
+    import s3fs
+    import zarr
+
+    config = load_config(BUCKET_JOB)
+    bucket, scenes = config.input.path.removeprefix("s3://").split("/")[:2]
+    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
+    if fs.exists(bucket):
+        fs.rm(bucket, recursive=True)
+    fs.mkdir(bucket, region_name=config.storage.s3.region)
+    put_pngs(fs, f"{bucket}/{scenes}", images())
+    inputs = fs.find(f"{bucket}/{scenes}", detail=True)
+    spec = yaml.safe_load(BUCKET_JOB.read_text())
+    spec["storage"]["s3"]["endpoint_url"] = s3_endpoint
+    spec["cluster"] = TINY_CLUSTER
+    job_file = write_job(tmp_path / "job.yaml", spec)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    status, out, err = run_main(job_file)
+    assert status == 0, err
+    assert list((tmp_path / "work").iterdir()) == []
+    output = config.output.path.removeprefix("s3://")
+    assert {key.split("/")[1] for key in fs.find(bucket)} == {scenes, output.split("/")[1]}
+    assert fs.find(f"{bucket}/{scenes}", detail=True) == inputs
+    result = zarr.open_group(f"{config.output.path}/result.zarr", mode="r",
+                             storage_options={"endpoint_url": s3_endpoint})
+    assert result.attrs["daskgmm"]["complete"] is True
+    assert result["labels"].shape == images().shape[:3]
 
 
 # ---------------------------------------------------------------- the Dockerfile
@@ -374,6 +525,22 @@ def pip_commands(arguments):
     commands = [list(group) for is_and, group in itertools.groupby(words, lambda w: w == "&&")
                 if not is_and]
     return [command for command in commands if command[:2] == ["pip", "install"]]
+
+
+def test_the_image_holds_the_config_and_cluster_template_of_every_kubernetes_job(tmp_path):
+    """The COPY lines, emulated: each job of configs/kubernetes and its cluster.spec is in the
+    image's working directory, where the runner (args: the config) and cluster.spec name them."""
+    instructions = dockerfile_instructions()
+    workdir = tmp_path
+    for instruction, arguments in instructions:
+        if instruction == "WORKDIR":
+            workdir = tmp_path / arguments.lstrip("/")
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif instruction == "COPY":
+            emulate_copy(arguments, workdir)
+    for job in KUBERNETES_JOBS:
+        assert (workdir / job.relative_to(REPO)).is_file()
+        assert (workdir / load_config(job).cluster.spec).is_file()
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from daskgmm import store
+from daskgmm.atomic import folder_exists
 from daskgmm.config import ConfigError
 from daskgmm.images import IMAGE_SUFFIXES, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
@@ -130,7 +131,7 @@ def _ingested(files, shape, dtype, target):
     ``target`` is cleared by the job's guard: it is new, or a store daskgmm ingested before.
     """
     signature = [file_signature(f) for f in files]
-    if not target.exists() or store.read_attrs(target).get("sources") != signature:
+    if not folder_exists(target) or store.read_attrs(target).get("sources") != signature:
         images = open_image_files(files, shape, dtype)
         store.write_array(target, images, INGEST, attrs={"sources": signature},
                           compute=lambda write: compute(write, label=f"ingesting to {target}"))

@@ -23,13 +23,13 @@ exits with status 3) and tried again once it changes.
 """
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
 from daskgmm import store
 from daskgmm.config import ConfigError
 from daskgmm.kernels import float_dtype_of
+from daskgmm.storage import sibling
 
 from .inputs import resolve_source
 from .job_model import fit_or_load_drawn
@@ -108,9 +108,7 @@ def prepare(config, resume=False):
         from .batch_run import prepare_batch  # batch_run builds on this module
 
         return prepare_batch(config)
-    output = Path(config.output.path)
-    ingest_to = output.with_name(output.name + ".input.zarr")
-    source = resolve_source(config.input, "input", str(ingest_to))
+    source = resolve_source(config.input, "input", sibling(config.output.path, ".input.zarr"))
     stack_shape = image_stack_shape(source.shape, config.input.channel_axis)
     mask = _mask(config.input, stack_shape)
     _check_preview_channels(config.output, stack_shape[-1])
