@@ -214,6 +214,14 @@ class Bucket:
     def url(self, key):
         return f"s3://{self.name}/{key}"
 
+    def options(self):
+        """The fsspec options that reach the server (for readers outside a job)."""
+        return {"endpoint_url": self.endpoint_url}
+
+    def storage(self):
+        """A job's ``storage`` section that reaches the server."""
+        return {"s3": self.options()}
+
     def write_zarr(self, key, data):
         """Write ``data`` with zarr itself (a user's input) at ``s3://bucket/key``; return it."""
         import zarr

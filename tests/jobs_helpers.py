@@ -188,6 +188,13 @@ def run_runner(job_file, *args, runner=("-m", "daskgmm.run"), timeout=RUNNER_SEC
     return finish_runner(start_runner(job_file, *args, runner=runner), timeout)
 
 
+def run_spec(tmp_path, spec, name="job.yaml"):
+    """Write a job dict into ``tmp_path`` and run it in this process; return its exit status
+    and its stdout and stderr joined."""
+    status, out, err = run_main(write_job(tmp_path / name, spec))
+    return status, out + err
+
+
 def run_main(job_file, *args):
     """Run the job in this process; return its exit status, stdout and stderr."""
     out, err = io.StringIO(), io.StringIO()

@@ -13,41 +13,39 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import FITTED_ARRAYS, write_zarr
+from conftest import assert_same_model, write_zarr
 from daskgmm import GaussianMixture
 from daskgmm.pipelines import outputs
-from jobs_helpers import images, job, run_main, run_pipeline, table_rows, write_job
+from jobs_helpers import (images, job, run_main, run_pipeline, run_spec, table_rows,
+                          write_job)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def storage(bucket):
-    return {"s3": {"endpoint_url": bucket.endpoint_url}}
 
 
-def options(bucket):
-    return {"endpoint_url": bucket.endpoint_url}
 
 
-def run_job(tmp_path, spec, name="job.yaml"):
-    status, out, err = run_main(write_job(tmp_path / name, spec))
-    return status, out + err
-
-
-def assert_same_model(left, right):
-    for name in FITTED_ARRAYS:
-        assert_array_equal(getattr(left, name), getattr(right, name), err_msg=name)
-    assert left.lower_bound_ == right.lower_bound_
+def assert_same_output(bucket, key, local, arrays=None):
+    """The output at ``key`` in the bucket holds the model and arrays of the ``local`` one."""
+    assert_same_model(GaussianMixture.load(bucket.url(f"{key}/model.zarr"),
+                                           storage_options=bucket.options()),
+                      GaussianMixture.load(local / "model.zarr"))
+    remote = open_result(bucket, key)
+    written = zarr.open_group(str(local / "result.zarr"), mode="r")
+    assert sorted(remote.array_keys()) == sorted(written.array_keys())
+    for name in arrays or written.array_keys():
+        assert_array_equal(remote[name][...], written[name][...], err_msg=name)
+    assert remote.attrs["daskgmm"]["complete"] is True
 
 
 def open_result(bucket, key):
     return zarr.open_group(bucket.url(f"{key}/result.zarr"), mode="r",
-                           storage_options=options(bucket))
+                           storage_options=bucket.options())
 
 
 INPUTS = {"fit": table_rows, "anomaly": table_rows, "predict": table_rows, "segment": images}
@@ -57,24 +55,16 @@ INPUTS = {"fit": table_rows, "anomaly": table_rows, "predict": table_rows, "segm
 def test_a_job_writes_its_output_to_a_bucket_as_to_a_local_folder(tmp_path, bucket, pipeline):
     data = INPUTS[pipeline]()
     source = write_zarr(tmp_path / "input.zarr", data)
-    status, log = run_job(tmp_path, job(pipeline, source, bucket.url("out"),
-                                        storage=storage(bucket)))
+    status, log = run_spec(tmp_path, job(pipeline, source, bucket.url("out"),
+                                        storage=bucket.storage()))
     assert status == 0, log
-    status, log = run_job(tmp_path, job(pipeline, source, tmp_path / "local"))
+    status, log = run_spec(tmp_path, job(pipeline, source, tmp_path / "local"))
     assert status == 0, log
-    assert_same_model(GaussianMixture.load(bucket.url("out/model.zarr"),
-                                           storage_options=options(bucket)),
-                      GaussianMixture.load(tmp_path / "local" / "model.zarr"))
-    remote = open_result(bucket, "out")
-    local = zarr.open_group(str(tmp_path / "local" / "result.zarr"), mode="r")
-    assert sorted(remote.array_keys()) == sorted(local.array_keys())
-    for name in local.array_keys():
-        assert_array_equal(remote[name][...], local[name][...], err_msg=name)
-    assert remote.attrs["daskgmm"]["complete"] is True
+    assert_same_output(bucket, "out", tmp_path / "local")
 
 
 def fit_job(source, bucket, key="out", **model):
-    return job("fit", source, bucket.url(key), storage=storage(bucket),
+    return job("fit", source, bucket.url(key), storage=bucket.storage(),
                model={"random_state": 0, **model})
 
 
@@ -93,10 +83,10 @@ def test_a_replaced_output_holds_only_the_new_generation(tmp_path, bucket):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
     chunks = []
     for seed in (0, 1, 2):
-        status, log = run_job(tmp_path, fit_job(source, bucket, random_state=seed))
+        status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=seed))
         assert status == 0, log
         model = GaussianMixture.load(bucket.url("out/model.zarr"),
-                                     storage_options=options(bucket))
+                                     storage_options=bucket.options())
         assert model.random_state == seed
         result = open_result(bucket, "out")
         assert result.attrs["daskgmm"]["config"]["model"]["random_state"] == seed
@@ -111,11 +101,11 @@ def test_a_replaced_output_holds_only_the_new_generation(tmp_path, bucket):
 
 def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, bucket):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    assert run_spec(tmp_path, fit_job(source, bucket))[0] == 0
     before = bucket_keys(bucket, "out")
     spec = fit_job(source, bucket, random_state=5)
     spec["output"]["overwrite"] = False
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 2 and "output.path" in log and "overwrite" in log, log
     assert bucket_keys(bucket, "out") == before
 
@@ -123,10 +113,10 @@ def test_an_existing_output_is_replaced_only_with_overwrite(tmp_path, bucket):
 @pytest.mark.parametrize("foreign", ["notes.txt", "result.zarr/mine.csv", "model.zarr/x/c/0"])
 def test_a_foreign_object_is_never_deleted_nor_replaced(tmp_path, bucket, foreign):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    assert run_spec(tmp_path, fit_job(source, bucket))[0] == 0
     bucket.fs.pipe_file(f"{bucket.name}/out/{foreign}", b"a user's")
     before = bucket_keys(bucket, "out")
-    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=3))
+    status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=3))
     assert status == 2 and "output.path" in log and foreign in log, log
     assert bucket_keys(bucket, "out") == before
     assert bucket.fs.cat_file(f"{bucket.name}/out/{foreign}") == b"a user's"
@@ -135,21 +125,21 @@ def test_a_foreign_object_is_never_deleted_nor_replaced(tmp_path, bucket, foreig
 def test_a_prefix_daskgmm_did_not_write_is_refused(tmp_path, bucket):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
     bucket.fs.pipe_file(f"{bucket.name}/data/part-0.csv", b"1,2,3\n")
-    status, log = run_job(tmp_path, fit_job(source, bucket, key="data"))
+    status, log = run_spec(tmp_path, fit_job(source, bucket, key="data"))
     assert status == 2 and "not an output folder that daskgmm wrote" in log, log
     assert bucket_keys(bucket, "data") == ["part-0.csv"]
 
 
 def test_an_output_overlapping_an_input_in_the_bucket_is_refused(tmp_path, bucket):
     url = bucket.write_zarr("rows.zarr", table_rows())
-    status, log = run_job(tmp_path, job("fit", url, f"{url}/out", storage=storage(bucket)))
+    status, log = run_spec(tmp_path, job("fit", url, f"{url}/out", storage=bucket.storage()))
     assert status == 2 and "overlaps input.path" in log, log
 
 
 def test_a_job_failing_while_it_writes_leaves_the_committed_output_alone(tmp_path, bucket,
                                                                        monkeypatch):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    assert run_spec(tmp_path, fit_job(source, bucket))[0] == 0
     before = {name: bucket.fs.cat_file(f"{bucket.name}/out/{name}")
               for name in bucket_keys(bucket, "out") if name != ".daskgmm.json"}
 
@@ -158,7 +148,7 @@ def test_a_job_failing_while_it_writes_leaves_the_committed_output_alone(tmp_pat
 
     # The arrays are in the bucket when the model fails to be written.
     monkeypatch.setattr(outputs.JobOutput, "write_model", fail)
-    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=4))
+    status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=4))
     assert status == 1 and "the disk of the model is full" in log, log
     assert "the existing output there is unchanged" in log
     after = {name: bucket.fs.cat_file(f"{bucket.name}/out/{name}")
@@ -170,10 +160,10 @@ def test_a_job_failing_while_it_writes_leaves_the_committed_output_alone(tmp_pat
 
 def test_the_select_jobs_files_are_published_beside_its_arrays(tmp_path, bucket):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    status, log = run_job(tmp_path, job("select", source, bucket.url("out"),
-                                        storage=storage(bucket)))
+    status, log = run_spec(tmp_path, job("select", source, bucket.url("out"),
+                                        storage=bucket.storage()))
     assert status == 0, log
-    status, log = run_job(tmp_path, job("select", source, tmp_path / "local"))
+    status, log = run_spec(tmp_path, job("select", source, tmp_path / "local"))
     assert status == 0, log
     for name in ("scores.csv", "scores.json", "criterion.png"):
         assert bucket.fs.cat_file(f"{bucket.name}/out/{name}") == \
@@ -182,14 +172,14 @@ def test_the_select_jobs_files_are_published_beside_its_arrays(tmp_path, bucket)
 
 def test_the_predict_job_applies_a_model_in_a_bucket_and_writes_to_it(tmp_path, bucket):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    assert run_job(tmp_path, fit_job(source, bucket, key="trained"))[0] == 0
-    spec = job("predict", source, bucket.url("scored"), storage=storage(bucket),
+    assert run_spec(tmp_path, fit_job(source, bucket, key="trained"))[0] == 0
+    spec = job("predict", source, bucket.url("scored"), storage=bucket.storage(),
                model={"load": bucket.url("trained/model.zarr")})
     del spec["model"]["n_components"], spec["model"]["max_iter"], spec["model"]["random_state"]
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0, log
     model = GaussianMixture.load(bucket.url("trained/model.zarr"),
-                                 storage_options=options(bucket))
+                                 storage_options=bucket.options())
     assert_array_equal(open_result(bucket, "scored")["labels"][...],
                        model.predict(table_rows()))
 
@@ -208,11 +198,11 @@ def test_an_output_committed_but_not_yet_published_is_read_whole_and_published_n
     from daskgmm.storage import StorageConfig
 
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
-    old = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=options(bucket))
+    assert run_spec(tmp_path, fit_job(source, bucket))[0] == 0
+    old = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=bucket.options())
     new = GaussianMixture(2, max_iter=3, random_state=9).fit(table_rows(seed=9))
     url = bucket.url("out")
-    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+    with storage_module.using(StorageConfig.from_dict(bucket.storage(), "storage")):
         # What a job killed right after its commit leaves: the record holds the new
         # generation; the bucket's metadata documents are still the old one's.
         claim = Claim.take(url, "output", "output.path")
@@ -228,15 +218,15 @@ def test_an_output_committed_but_not_yet_published_is_read_whole_and_published_n
     bucket.fs.pipe_file(f"{bucket.name}/out/.daskgmm.json", json.dumps(record).encode())
     # zarr alone still reads the old generation; daskgmm's readers read the committed one.
     raw = zarr.open_group(bucket.url("out/model.zarr"), mode="r",
-                          storage_options=options(bucket))
+                          storage_options=bucket.options())
     assert_array_equal(raw["means_"][...], old.means_)
     assert_same_model(GaussianMixture.load(bucket.url("out/model.zarr"),
-                                           storage_options=options(bucket)), new)
+                                           storage_options=bucket.options()), new)
     # The next job publishes it before it begins its own.
-    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=7))
+    status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=7))
     assert status == 0, log
     raw = zarr.open_group(bucket.url("out/model.zarr"), mode="r",
-                          storage_options=options(bucket))
+                          storage_options=bucket.options())
     assert raw.attrs["params"]["random_state"] == 7
 
 
@@ -246,24 +236,24 @@ def test_a_folder_another_live_job_is_writing_is_refused(tmp_path, bucket):
     from daskgmm.storage import StorageConfig
 
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+    with storage_module.using(StorageConfig.from_dict(bucket.storage(), "storage")):
         claim = Claim.take(bucket.url("out"), "output", "output.path")
     try:
-        status, log = run_job(tmp_path, fit_job(source, bucket))
+        status, log = run_spec(tmp_path, fit_job(source, bucket))
         assert status == 2 and "being written by another job" in log, log
     finally:
-        with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+        with storage_module.using(StorageConfig.from_dict(bucket.storage(), "storage")):
             claim.release()
-    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    assert run_spec(tmp_path, fit_job(source, bucket))[0] == 0
 
 
 def test_a_claim_not_renewed_in_time_is_taken_over(tmp_path, bucket):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    assert run_job(tmp_path, fit_job(source, bucket))[0] == 0
+    assert run_spec(tmp_path, fit_job(source, bucket))[0] == 0
     record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
     record["writer"] = {"id": "0" * 32, "host": "another-pod", "pid": 1, "time": 0.0}
     bucket.fs.pipe_file(f"{bucket.name}/out/.daskgmm.json", json.dumps(record).encode())
-    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=2))
+    status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=2))
     assert status == 0, log
 
 
@@ -275,12 +265,12 @@ def test_a_fit_resumed_from_its_checkpoint_in_the_bucket_gives_the_uninterrupted
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
     spec = fit_job(source, bucket, max_iter=8, tol=0.0)
     del spec["cluster"]
-    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+    with storage_module.using(StorageConfig.from_dict(bucket.storage(), "storage")):
         prepared = run_pipeline(spec, crash_after=3)
     assert prepared.resumed is not None  # read back from the bucket
     assert not bucket_keys(bucket, "out.checkpoint")  # deleted once the output is committed
-    resumed = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=options(bucket))
-    status, log = run_job(tmp_path, job("fit", source, tmp_path / "whole",
+    resumed = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=bucket.options())
+    status, log = run_spec(tmp_path, job("fit", source, tmp_path / "whole",
                                         model={"random_state": 0, "max_iter": 8, "tol": 0.0}))
     assert status == 0, log
     assert_same_model(resumed, GaussianMixture.load(tmp_path / "whole" / "model.zarr"))
@@ -313,8 +303,8 @@ def seeds_read(bucket):
     from daskgmm.storage import StorageConfig
     from daskgmm.store import read_attrs
 
-    model = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=options(bucket))
-    with storage_module.using(StorageConfig.from_dict(storage(bucket), "storage")):
+    model = GaussianMixture.load(bucket.url("out/model.zarr"), storage_options=bucket.options())
+    with storage_module.using(StorageConfig.from_dict(bucket.storage(), "storage")):
         record = read_attrs(bucket.url("out/result.zarr"))["daskgmm"]
     raw = open_result(bucket, "out")
     assert raw.attrs["daskgmm"]["complete"] is True
@@ -379,7 +369,7 @@ def test_jobs_killed_at_random_moments_never_leave_an_output_taken_as_complete(t
             assert last_good == seed
     print(f"{kills} kills in {seed} runs, {mid_write} while the output was written")
     assert mid_write >= 3, "too few kills fell while the output was written"
-    status, log = run_job(tmp_path, fit_job(source, bucket, random_state=99))
+    status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=99))
     assert status == 0, log
     assert seeds_read(bucket) == (99, 99, 99)
     record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
@@ -410,7 +400,7 @@ def bucket_batch_job(tmp_path, bucket, **batch):
     from batch_helpers import job as batch_helpers_job
 
     return batch_helpers_job(tmp_path, input={"path": bucket.url("scenes/*.png")},
-                             output={"path": bucket.url("store")}, storage=storage(bucket),
+                             output={"path": bucket.url("store")}, storage=bucket.storage(),
                              batch=batch)
 
 
@@ -430,21 +420,21 @@ def put_images(tmp_path, bucket, *names):
 def test_a_batch_store_in_a_bucket_takes_each_new_input_once_and_reads_back(tmp_path, bucket):
     put_images(tmp_path, bucket, "a.png", "b.png")
     spec = bucket_batch_job(tmp_path, bucket)
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0, log
     manifest = bucket_manifest(bucket)
     assert set(manifest["inputs"]) == {"a.png", "b.png"} and not manifest["claims"]
     labels = zarr.open_group(bucket.url("store/results/a.png/result.zarr"), mode="r",
-                             storage_options=options(bucket))["labels"]
+                             storage_options=bucket.options())["labels"]
     assert labels.shape == (1, 32, 32)
     version = manifest["inputs"]["a.png"]["model"]
     model = GaussianMixture.load(bucket.url(f"store/models/{version}.zarr"),
-                                 storage_options=options(bucket))
+                                 storage_options=bucket.options())
     assert model.n_components == 3
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0 and "nothing new to process (2 input(s) done" in log, log
     put_images(tmp_path, bucket, "c.png")
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0, log
     inputs = bucket_manifest(bucket)["inputs"]
     assert set(inputs) == {"a.png", "b.png", "c.png"}
@@ -456,7 +446,7 @@ def test_a_batch_store_in_a_bucket_takes_each_new_input_once_and_reads_back(tmp_
 def test_a_foreign_object_at_the_top_of_a_bucket_store_is_refused(tmp_path, bucket):
     put_images(tmp_path, bucket, "a.png")
     bucket.fs.pipe_file(f"{bucket.name}/store/notes.txt", b"a user's")
-    status, log = run_job(tmp_path, bucket_batch_job(tmp_path, bucket))
+    status, log = run_spec(tmp_path, bucket_batch_job(tmp_path, bucket))
     assert status == 2 and "notes.txt" in log and "output.path" in log, log
     assert bucket_keys(bucket, "store") == ["notes.txt"]
 
@@ -484,7 +474,7 @@ def test_two_concurrent_batch_runs_on_one_bucket_store_process_each_input_once(t
     assert len(logs) == 2 and all(log["status"] == "ok" for log in logs)
     for name in names:
         result = zarr.open_group(bucket.url(f"store/results/{name}/result.zarr"), mode="r",
-                                 storage_options=options(bucket))
+                                 storage_options=bucket.options())
         assert result.attrs["daskgmm"]["summary"]["input"] == name
 
 
@@ -515,13 +505,7 @@ def test_the_shipped_bucket_to_bucket_config_runs_with_only_its_paths_changed(tm
     assert status == 0, log
     status, log = run(tmp_path / "scenes" / "*.png", tmp_path / "local")
     assert status == 0, log
-    assert_same_model(GaussianMixture.load(bucket.url("results/segment/model.zarr"),
-                                           storage_options=options(bucket)),
-                      GaussianMixture.load(tmp_path / "local" / "model.zarr"))
-    remote = open_result(bucket, "results/segment")
-    local = zarr.open_group(str(tmp_path / "local" / "result.zarr"), mode="r")
-    for name in ("labels", "log_likelihood"):
-        assert_array_equal(remote[name][...], local[name][...], err_msg=name)
+    assert_same_output(bucket, "results/segment", tmp_path / "local")
     for name in ("previews/image-0000.png", "previews/image-0001.png"):
         assert bucket.fs.cat_file(f"{bucket.name}/results/segment/{name}") == \
             (tmp_path / "local" / name).read_bytes()

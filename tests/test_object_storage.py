@@ -13,28 +13,16 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import FITTED_ARRAYS, write_zarr
+from conftest import assert_same_model, write_zarr
 from daskgmm import GaussianMixture
 from daskgmm.config import ConfigError, JobConfig
-from jobs_helpers import (IMAGE_SIDE, TINY_CLUSTER, images, job, run_main, table_rows,
-                          write_job, write_pngs)
+from jobs_helpers import (IMAGE_SIDE, TINY_CLUSTER, images, job, run_main, run_spec,
+                          table_rows, write_job, write_pngs)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def storage(bucket):
-    return {"s3": {"endpoint_url": bucket.endpoint_url}}
 
-
-def run_job(tmp_path, spec, name="job.yaml"):
-    status, out, err = run_main(write_job(tmp_path / name, spec))
-    return status, out + err
-
-
-def assert_same_model(left, right):
-    for name in FITTED_ARRAYS:
-        assert_array_equal(getattr(left, name), getattr(right, name), err_msg=name)
-    assert left.lower_bound_ == right.lower_bound_
 
 
 @pytest.mark.parametrize("pipeline", ["fit", "anomaly"])
@@ -42,10 +30,10 @@ def test_a_table_job_reads_a_zarr_store_in_a_bucket_as_a_local_one(tmp_path, buc
     rows = table_rows()
     url = bucket.write_zarr("rows.zarr", rows)
     local = write_zarr(tmp_path / "rows.zarr", rows)
-    status, log = run_job(tmp_path, job(pipeline, url, tmp_path / "from-s3",
-                                        storage=storage(bucket)))
+    status, log = run_spec(tmp_path, job(pipeline, url, tmp_path / "from-s3",
+                                        storage=bucket.storage()))
     assert status == 0, log
-    status, log = run_job(tmp_path, job(pipeline, local, tmp_path / "from-disk"))
+    status, log = run_spec(tmp_path, job(pipeline, local, tmp_path / "from-disk"))
     assert status == 0, log
     assert_same_model(GaussianMixture.load(tmp_path / "from-s3" / "model.zarr"),
                       GaussianMixture.load(tmp_path / "from-disk" / "model.zarr"))
@@ -56,11 +44,11 @@ def test_the_segment_job_reads_an_image_in_a_bucket_from_worker_processes(tmp_pa
     pictures = images()
     url = bucket.write_zarr("images.zarr", pictures)
     cluster = {**TINY_CLUSTER, "processes": True}
-    status, log = run_job(tmp_path, job("segment", url, tmp_path / "from-s3", cluster=cluster,
-                                        storage=storage(bucket)))
+    status, log = run_spec(tmp_path, job("segment", url, tmp_path / "from-s3", cluster=cluster,
+                                        storage=bucket.storage()))
     assert status == 0, log
     local = write_zarr(tmp_path / "images.zarr", pictures)
-    status, log = run_job(tmp_path, job("segment", local, tmp_path / "from-disk"))
+    status, log = run_spec(tmp_path, job("segment", local, tmp_path / "from-disk"))
     assert status == 0, log
     results = [zarr.open_group(str(tmp_path / name / "result.zarr"), mode="r")
                for name in ("from-s3", "from-disk")]
@@ -81,9 +69,9 @@ def test_an_array_of_a_group_and_a_mask_in_a_bucket_are_read_as_local_ones(tmp_p
     runs = {"from-s3": (bucket.url("scene.zarr"), bucket.write_zarr("mask.zarr", mask)),
             "from-disk": (str(tmp_path / "scene.zarr"), write_zarr(tmp_path / "mask.zarr", mask))}
     for name, (scene, mask_path) in runs.items():
-        spec = job("segment", scene, tmp_path / name, storage=storage(bucket),
+        spec = job("segment", scene, tmp_path / name, storage=bucket.storage(),
                    input={"array": "rgb", "mask": str(mask_path)})
-        status, log = run_job(tmp_path, spec)
+        status, log = run_spec(tmp_path, spec)
         assert status == 0, log
     labels = [zarr.open_group(str(tmp_path / name / "result.zarr"), mode="r")["labels"][...]
               for name in runs]
@@ -97,8 +85,8 @@ def test_image_files_in_a_bucket_are_segmented_as_local_ones(tmp_path, bucket, p
     bucket.fs.put(str(local), bucket.url("images"), recursive=True)
     runs = {"from-s3": bucket.url(pattern), "from-disk": str(tmp_path / pattern)}
     for name, path in runs.items():
-        status, log = run_job(tmp_path, job("segment", path, tmp_path / name,
-                                            storage=storage(bucket)))
+        status, log = run_spec(tmp_path, job("segment", path, tmp_path / name,
+                                            storage=bucket.storage()))
         assert status == 0, log
     labels = [zarr.open_group(str(tmp_path / name / "result.zarr"), mode="r")["labels"][...]
               for name in runs]
@@ -116,8 +104,8 @@ def test_table_files_in_a_bucket_are_fitted_as_local_ones(tmp_path, bucket, kind
     bucket.fs.put(str(local), bucket.url(f"tables/rows.{kind}"))
     runs = {"from-s3": bucket.url(f"tables/*.{kind}"), "from-disk": str(local)}
     for name, path in runs.items():
-        status, log = run_job(tmp_path, job("fit", path, tmp_path / name,
-                                            storage=storage(bucket)))
+        status, log = run_spec(tmp_path, job("fit", path, tmp_path / name,
+                                            storage=bucket.storage()))
         assert status == 0, log
     assert_same_model(GaussianMixture.load(tmp_path / "from-s3" / "model.zarr"),
                       GaussianMixture.load(tmp_path / "from-disk" / "model.zarr"))
@@ -125,7 +113,7 @@ def test_table_files_in_a_bucket_are_fitted_as_local_ones(tmp_path, bucket, kind
 
 def test_a_saved_model_in_a_bucket_is_loaded_and_applied(tmp_path, bucket):
     rows = table_rows()
-    status, log = run_job(tmp_path, job("fit", write_zarr(tmp_path / "rows.zarr", rows),
+    status, log = run_spec(tmp_path, job("fit", write_zarr(tmp_path / "rows.zarr", rows),
                                         tmp_path / "fitted"))
     assert status == 0, log
     bucket.fs.put(str(tmp_path / "fitted" / "model.zarr"), bucket.url("model.zarr"),
@@ -137,7 +125,7 @@ def test_a_saved_model_in_a_bucket_is_loaded_and_applied(tmp_path, bucket):
 
     spec = predict_job(bucket.write_zarr("rows.zarr", rows), bucket.url("model.zarr"),
                        tmp_path / "predicted", bucket)
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0, log
     labels = zarr.open_group(str(tmp_path / "predicted" / "result.zarr"), mode="r")["labels"]
     assert_array_equal(labels[...], fitted.predict(rows))
@@ -145,7 +133,7 @@ def test_a_saved_model_in_a_bucket_is_loaded_and_applied(tmp_path, bucket):
 
 def predict_job(input_path, model_path, output_path, bucket):
     spec = job("predict", input_path, output_path, model={"load": model_path},
-               storage=storage(bucket))
+               storage=bucket.storage())
     del spec["model"]["n_components"], spec["model"]["max_iter"]
     return spec
 
@@ -154,11 +142,11 @@ def predict_job(input_path, model_path, output_path, bucket):
 def test_a_missing_object_is_an_error_naming_the_key_and_the_url(tmp_path, bucket, key):
     missing = bucket.url("nothing-here.zarr")
     if key == "input.path":
-        spec = job("fit", missing, tmp_path / "out", storage=storage(bucket))
+        spec = job("fit", missing, tmp_path / "out", storage=bucket.storage())
     else:
         spec = predict_job(bucket.write_zarr("rows.zarr", table_rows()), missing,
                            tmp_path / "out", bucket)
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 2, log
     assert key in log and missing in log
     assert not (tmp_path / "out").exists()
@@ -170,7 +158,7 @@ def test_a_refused_read_names_the_url_and_the_credentials_found(tmp_path, bucket
         "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject",
         "Resource": f"arn:aws:s3:::{bucket.name}/*"}]}
     bucket.fs.call_s3("put_bucket_policy", Bucket=bucket.name, Policy=json.dumps(policy))
-    status, log = run_job(tmp_path, job("fit", url, tmp_path / "out", storage=storage(bucket)))
+    status, log = run_spec(tmp_path, job("fit", url, tmp_path / "out", storage=bucket.storage()))
     assert status == 2, log
     assert "input.path" in log and url in log and "denied" in log
     assert "found by botocore (env)" in log  # the dummy AWS_ACCESS_KEY_ID of the fixture
@@ -212,7 +200,7 @@ def test_the_dry_run_opens_the_inputs_in_the_bucket_and_names_the_credentials(tm
                                                                                  bucket):
     url = bucket.write_zarr("rows.zarr", table_rows())
     job_file = write_job(tmp_path / "job.yaml",
-                         job("fit", url, tmp_path / "out", storage=storage(bucket)))
+                         job("fit", url, tmp_path / "out", storage=bucket.storage()))
     status, out, err = run_main(job_file, "--dry-run")
     assert status == 0, err
     assert f"input: {url} [zarr] shape (600, 3)" in out
@@ -240,7 +228,7 @@ def test_the_readmes_storage_section_is_a_valid_one():
 def batch_job(tmp_path, path, bucket, **batch):
     from batch_helpers import job as batch_helpers_job
 
-    return batch_helpers_job(tmp_path, input={"path": path}, storage=storage(bucket),
+    return batch_helpers_job(tmp_path, input={"path": path}, storage=bucket.storage(),
                              batch=batch)
 
 
@@ -257,20 +245,20 @@ def test_a_batch_over_images_in_a_bucket_processes_each_new_or_changed_one_once(
     add_images(tmp_path / "images", "a.png", "b.png")
     bucket.fs.put(str(tmp_path / "images"), bucket.url("scenes"), recursive=True)
     spec = batch_job(tmp_path, bucket.url("scenes/*.png"), bucket, identity=identity)
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0, log
     assert processed(tmp_path) == {"a.png", "b.png"}
     labels = zarr.open_group(str(tmp_path / "store" / "results" / "a.png" / "result.zarr"),
                              mode="r")["labels"]
     assert labels.shape == (1, 32, 32)
 
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0 and "nothing new to process (2 input(s) done" in log, log
     add_images(tmp_path / "more", "c.png")
     add_images(tmp_path / "more", "a.png", size=40)  # a.png rewritten: changed
     bucket.fs.put(str(tmp_path / "more" / "c.png"), bucket.url("scenes/c.png"))
     bucket.fs.put(str(tmp_path / "more" / "a.png"), bucket.url("scenes/a.png"))
-    status, log = run_job(tmp_path, spec)
+    status, log = run_spec(tmp_path, spec)
     assert status == 0, log
     inputs = json.loads((tmp_path / "store" / "manifest.json").read_text())["inputs"]
     assert set(inputs) == {"a.png", "b.png", "c.png"}
@@ -287,7 +275,7 @@ def test_a_batch_over_a_zarr_group_in_a_bucket_takes_each_array_as_an_input(tmp_
                             storage_options={"endpoint_url": bucket.endpoint_url})
     for name, seed in (("first", 1), ("second", 2)):
         group.create_array(name, data=picture(seed))
-    status, log = run_job(tmp_path, batch_job(tmp_path, bucket.url("arrays.zarr"), bucket))
+    status, log = run_spec(tmp_path, batch_job(tmp_path, bucket.url("arrays.zarr"), bucket))
     assert status == 0, log
     assert processed(tmp_path) == {"first", "second"}
 

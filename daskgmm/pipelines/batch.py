@@ -121,14 +121,10 @@ class BatchStore:
         A batch store is marked as one (stores of earlier versions are not, and get the marker
         when a run first writes) and holds nothing but its layout at its top.
         """
-        if self.root.exists() and not self.root.is_dir():
-            raise ConfigError(f"{self.root} is a file; a batch job keeps a folder there", key)
-        marker = read_marker(self.root) if self.root.is_dir() else None
-        if marker is not None and marker["kind"] != STORE_KIND:
-            raise ConfigError(f"{self.root} is a daskgmm {marker['kind']} folder, not a batch "
-                              "store; choose a new or empty folder", key)
-        entries = self.root.iterdir() if self.root.is_dir() else ()
-        foreign = sorted(p.name for p in entries if not self._is_own(p))
+        kind, foreign = self.survey(key)
+        if kind is not None and kind != STORE_KIND:
+            raise ConfigError(f"{self.root} is a daskgmm {kind} folder, not a batch store; "
+                              "choose a new or empty folder", key)
         if foreign:
             raise ConfigError(f"{self.root} holds {', '.join(foreign)}, which no batch job "
                               "wrote; choose a new or empty folder", key)
@@ -136,6 +132,16 @@ class BatchStore:
             self.read()
         except ValueError as error:
             raise ConfigError(str(error), key) from None
+
+    def survey(self, key):
+        """The kind its marker names (None without one) and the names at the store's top that
+        no batch job wrote."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"{self.root} is a file; a batch job keeps a folder there", key)
+        marker = read_marker(self.root) if self.root.is_dir() else None
+        entries = self.root.iterdir() if self.root.is_dir() else ()
+        return (None if marker is None else marker["kind"],
+                sorted(p.name for p in entries if not self._is_own(p)))
 
     @staticmethod
     def _is_own(path):

@@ -21,7 +21,6 @@ import random
 import time
 
 from daskgmm import conditional
-from daskgmm.config import ConfigError
 from daskgmm.guard import url_root
 from daskgmm.ownership import MARKER, MARKER_FORMAT, owner
 from daskgmm.storage import filesystem, is_url, join
@@ -68,22 +67,13 @@ class BucketBatchStore(BatchStore):
             return None
         return names or None
 
-    def check(self, key="output.path"):
+    def survey(self, key):
         names = self._listing() or set()
+        kind = None
         if MARKER in names:
             marker, _ = conditional.read(self.path(MARKER))
-            if marker is None or marker.get("kind") != STORE_KIND:
-                raise ConfigError(f"{self.root} is not a batch store that daskgmm wrote (its "
-                                  f"marker names {(marker or {}).get('kind')!r}); choose a new "
-                                  "or empty folder", key)
-        foreign = sorted(names - LAYOUT)
-        if foreign:
-            raise ConfigError(f"{self.root} holds {', '.join(foreign)}, which no batch job "
-                              "wrote; choose a new or empty folder", key)
-        try:
-            self.read()
-        except ValueError as error:
-            raise ConfigError(str(error), key) from None
+            kind = (marker or {}).get("kind", "unmarked")
+        return kind, sorted(names - LAYOUT)
 
     def _read_tagged(self):
         manifest, etag = conditional.read(self.path(MANIFEST))
