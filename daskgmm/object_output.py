@@ -33,6 +33,7 @@ see one whole generation even between the commit and the end of publishing.
 
 import copy
 import json
+import logging
 import threading
 import time
 import uuid
@@ -44,12 +45,15 @@ from zarr.storage import FsspecStore, StorePath
 from . import conditional
 from .generation_store import DEFAULT, GenerationStore, other_encoding
 from .object_record import (
-    STAGING_PREFIX, classify, committed_nodes, final_documents, new_record,
+    STAGING_PREFIX, classify, committed_nodes, final_documents, is_record, new_record,
     record_url, relative_keys,
 )
-from .ownership import MARKER, MARKER_FORMAT, owner, process_is_gone
+from .ownership import MARKER, owner, process_is_gone
 from .schema import ConfigError
 from .storage import filesystem, storage_options
+
+logger = logging.getLogger(__name__)
+
 # Seconds between renewals of a writer's claim, and after which an unrenewed one is dead.
 LEASE_RENEWAL = 15
 LEASE_EXPIRY = 120
@@ -95,7 +99,7 @@ class Claim:
             record, etag = conditional.read(record_url(url))
             if record is None:
                 record = new_record(url, kind)
-            elif record.get("format") != MARKER_FORMAT or record.get("kind") != kind:
+            elif not is_record(record, kind):
                 raise ConfigError(f"{url} is not {kind} folder that daskgmm wrote; choose "
                                   "another path", key)
             elif _is_live(record.get("writer")):
@@ -135,8 +139,10 @@ class Claim:
         while not self._stop.wait(LEASE_RENEWAL):
             try:
                 self.update(lambda record: None)
-            except RuntimeError:
+            except RuntimeError:  # taken over: the job's next change of the record says so
                 return
+            except Exception as error:  # the store unreachable for now: the next renewal retries
+                logger.warning("could not renew the claim on %s (%s)", self.url, error)
 
     def declare(self, node, kind):
         """Add a node to what the record owns, before any of its objects is written."""

@@ -60,6 +60,14 @@ def record_url(url):
     return join(url, MARKER)
 
 
+def is_record(record, kind=None):
+    """Whether a ``.daskgmm.json`` document is a bucket folder's record (of ``kind``): a folder
+    copied from disk holds an ownership marker there instead, which lists entries, not
+    generations."""
+    return (isinstance(record, dict) and record.get("format") == MARKER_FORMAT
+            and "owned" in record and (kind is None or record.get("kind") == kind))
+
+
 def new_record(url, kind):
     return {"format": MARKER_FORMAT, "kind": kind, "target": str(url), "committed": None,
             "owned": {"nodes": {}, "files": []}, "writer": None}
@@ -133,7 +141,7 @@ def foreign_objects(url, kind, keys):
     """What of ``keys`` (every object under ``url``, relative) daskgmm did not write there for
     a ``kind`` folder; all of them when it holds no record of that kind."""
     record, _ = conditional.read(record_url(url))
-    if record is None or record.get("format") != MARKER_FORMAT or record.get("kind") != kind:
+    if not is_record(record, kind):
         return sorted(keys)
     return sorted(key for key in keys if classify(record, key) == "foreign")
 
@@ -199,8 +207,8 @@ def committed_location(url, options=None):
         if "://" not in root or root.endswith(":/"):
             continue
         record, _ = conditional.read(record_url(root), options)
-        if record is None or record.get("format") != MARKER_FORMAT:
-            continue
+        if not is_record(record):
+            continue  # none, or the marker of a folder copied from disk: zarr reads it as is
         committed = record.get("committed") or {"documents": {}}
         documents = {key: json.dumps(document).encode()
                      for key, document in committed["documents"].items()}

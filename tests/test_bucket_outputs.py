@@ -51,14 +51,29 @@ def open_result(bucket, key):
 INPUTS = {"fit": table_rows, "anomaly": table_rows, "predict": table_rows, "segment": images}
 
 
-@pytest.mark.parametrize("pipeline", ["fit", "anomaly", "segment"])
-def test_a_job_writes_its_output_to_a_bucket_as_to_a_local_folder(tmp_path, bucket, pipeline):
+def predict_spec(source, output, model):
+    spec = job("predict", source, output, model={"load": str(model)})
+    for name in ("n_components", "max_iter", "random_state"):
+        del spec["model"][name]
+    return spec
+
+
+@pytest.mark.parametrize("pipeline", ["fit", "anomaly", "predict", "segment"])
+def test_a_job_from_and_to_a_bucket_writes_what_it_writes_on_disk(tmp_path, bucket, pipeline):
     data = INPUTS[pipeline]()
-    source = write_zarr(tmp_path / "input.zarr", data)
-    status, log = run_spec(tmp_path, job(pipeline, source, bucket.url("out"),
-                                        storage=bucket.storage()))
+    source, local = bucket.write_zarr("input.zarr", data), write_zarr(tmp_path / "in.zarr", data)
+    if pipeline == "predict":
+        model = GaussianMixture(2, random_state=0).fit(data)
+        model.save(tmp_path / "model.zarr")
+        bucket.fs.put(str(tmp_path / "model.zarr"), bucket.url("model.zarr"), recursive=True)
+        remote = predict_spec(source, bucket.url("out"), bucket.url("model.zarr"))
+        here = predict_spec(local, tmp_path / "local", tmp_path / "model.zarr")
+    else:
+        remote = job(pipeline, source, bucket.url("out"))
+        here = job(pipeline, local, tmp_path / "local")
+    status, log = run_spec(tmp_path, {**remote, "storage": bucket.storage()})
     assert status == 0, log
-    status, log = run_spec(tmp_path, job(pipeline, source, tmp_path / "local"))
+    status, log = run_spec(tmp_path, here)
     assert status == 0, log
     assert_same_output(bucket, "out", tmp_path / "local")
 
@@ -170,18 +185,18 @@ def test_the_select_jobs_files_are_published_beside_its_arrays(tmp_path, bucket)
             (tmp_path / "local" / name).read_bytes(), name
 
 
-def test_the_predict_job_applies_a_model_in_a_bucket_and_writes_to_it(tmp_path, bucket):
-    source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    assert run_spec(tmp_path, fit_job(source, bucket, key="trained"))[0] == 0
-    spec = job("predict", source, bucket.url("scored"), storage=bucket.storage(),
-               model={"load": bucket.url("trained/model.zarr")})
-    del spec["model"]["n_components"], spec["model"]["max_iter"], spec["model"]["random_state"]
-    status, log = run_spec(tmp_path, spec)
-    assert status == 0, log
-    model = GaussianMixture.load(bucket.url("trained/model.zarr"),
-                                 storage_options=bucket.options())
-    assert_array_equal(open_result(bucket, "scored")["labels"][...],
-                       model.predict(table_rows()))
+def test_a_model_saved_to_a_bucket_loads_back_and_is_replaced_only_with_overwrite(bucket):
+    from daskgmm import storage as storage_module
+    from daskgmm.storage import StorageConfig
+
+    model = GaussianMixture(2, random_state=0).fit(table_rows())
+    url = bucket.url("models/m.zarr")
+    with storage_module.using(StorageConfig.from_dict(bucket.storage(), "storage")):
+        model.save(url)
+        with pytest.raises(FileExistsError):
+            model.save(url)
+        GaussianMixture(3, random_state=1).fit(table_rows()).save(url, overwrite=True)
+    assert GaussianMixture.load(url, storage_options=bucket.options()).n_components == 3
 
 
 def dead_pid():

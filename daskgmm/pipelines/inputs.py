@@ -15,7 +15,7 @@ from daskgmm.atomic import folder_exists
 from daskgmm.config import ConfigError
 from daskgmm.images import IMAGE_SUFFIXES, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
-from daskgmm.storage import check_url, file_signature
+from daskgmm.storage import check_url, exists, file_signature, is_url
 from daskgmm.tables import TABLE_SUFFIXES, open_table, table_rows
 
 from .input_paths import input_files, input_format
@@ -78,7 +78,8 @@ class Source:
 
 def generates(config):
     """Whether the job writes its input first: it is configured to, and the input is missing."""
-    return config.generate is not None and not Path(config.path).exists()
+    return config.generate is not None and not (
+        exists(config.path) if is_url(config.path) else Path(config.path).exists())
 
 
 def _zarr_source(config, key):
