@@ -180,14 +180,17 @@ class Claim:
         for name in committed["files"]:
             fs.copy(f"{inner}/{committed['staging']}/{name}", f"{inner}/{name}")
         self.update(lambda record: record["committed"].__setitem__("published", True))
-        self.collect()
+        self.collect(keep_previous=True)
 
-    def collect(self):
+    def collect(self, keep_previous=False):
         """Delete every object of daskgmm's under the folder that the committed generation
-        does not hold (what killed or replaced writes left); foreign objects stay."""
+        does not hold (what killed or replaced writes left); foreign objects stay. With
+        ``keep_previous``, the previous generation's chunks stay too, so that a reader that
+        opened it before the commit can still read it."""
         fs, inner = filesystem(self.url)
+        deleted = ("garbage",) if keep_previous else ("garbage", "previous")
         garbage = [key for key in relative_keys(self.url)
-                   if classify(self.record, key) == "garbage"]
+                   if classify(self.record, key) in deleted]
         if garbage:
             fs.rm([f"{inner}/{key}" for key in garbage])
         committed = self.record["committed"]

@@ -100,8 +100,10 @@ def _node_of(key, nodes):
 
 def classify(record, key):
     """What the object at ``key`` (relative to the folder) is: ``"committed"`` (part of the
-    committed generation), ``"garbage"`` (daskgmm's, left by a write that is over) or
-    ``"foreign"`` (someone else's: never deleted)."""
+    committed generation), ``"previous"`` (a chunk of the same array in the other encoding: the
+    generation before, kept for its readers until the next write begins), ``"garbage"``
+    (daskgmm's, left by a write that is over) or ``"foreign"`` (someone else's: never
+    deleted)."""
     if key == MARKER:
         return "committed"
     committed = record.get("committed") or {}
@@ -124,10 +126,9 @@ def classify(record, key):
     encoding = chunk_encoding(rest) if nodes[node] == "array" else None
     if encoding is None:
         return "foreign"
-    committed_arrays = {name for name, kind in committed_nodes(committed).items()
-                        if kind == "array"}
-    return "committed" if node in committed_arrays and encoding == committed["encoding"] \
-        else "garbage"
+    if committed_nodes(committed).get(node) != "array":
+        return "garbage"
+    return "committed" if encoding == committed["encoding"] else "previous"
 
 
 def committed_nodes(committed):

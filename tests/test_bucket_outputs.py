@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -96,7 +97,7 @@ def chunk_keys(bucket, key, array):
 
 def test_a_replaced_output_holds_only_the_new_generation(tmp_path, bucket):
     source = write_zarr(tmp_path / "rows.zarr", table_rows())
-    chunks = []
+    chunks, encodings = [], []
     for seed in (0, 1, 2):
         status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=seed))
         assert status == 0, log
@@ -106,11 +107,14 @@ def test_a_replaced_output_holds_only_the_new_generation(tmp_path, bucket):
         result = open_result(bucket, "out")
         assert result.attrs["daskgmm"]["config"]["model"]["random_state"] == seed
         assert_array_equal(result["labels"][...], model.predict(table_rows()))
-        chunks.append(chunk_keys(bucket, "out", "labels"))
-    # Each generation's chunks are spelled in the encoding the one before did not use, and
-    # nothing of the one before is left once the new one is published.
-    assert chunks[0] == chunks[2] != chunks[1]
-    assert not set(chunks[0]) & set(chunks[1])
+        record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
+        encodings.append(record["committed"]["encoding"])
+        chunks.append({"default" if name.startswith("result.zarr/labels/c") else "v2"
+                       for name in chunk_keys(bucket, "out", "labels")})
+    # Each generation's chunks are spelled in the encoding the one before did not use; the
+    # one before stays (for its readers) until the next write begins, no longer.
+    assert encodings == ["default", "v2", "default"]
+    assert chunks == [{"default"}, {"default", "v2"}, {"default", "v2"}]
     assert not [name for name in bucket_keys(bucket, "out") if "staging" in name]
 
 
@@ -328,6 +332,35 @@ def seeds_read(bucket):
             raw.attrs["daskgmm"]["config"]["model"]["random_state"])
 
 
+def committed_id(bucket):
+    bucket.fs.invalidate_cache()
+    record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
+    return (record["committed"] or {}).get("id")
+
+
+class Reader(threading.Thread):
+    """Reads the output with daskgmm's readers over and over while jobs write it.
+
+    A read may fail only if the committed generation changed while it read (its chunks can go
+    once a later write begins); any other failure is kept, to fail the test."""
+
+    def __init__(self, bucket):
+        super().__init__(daemon=True)
+        self.bucket, self.stop, self.reads, self.failures = bucket, threading.Event(), 0, []
+
+    def run(self):
+        while not self.stop.wait(0.05):
+            before = committed_id(self.bucket)
+            try:
+                model = GaussianMixture.load(self.bucket.url("out/model.zarr"),
+                                             storage_options=self.bucket.options())
+                model.predict(table_rows(10))
+                self.reads += 1
+            except Exception as error:
+                if committed_id(self.bucket) == before:
+                    self.failures.append(repr(error))
+
+
 @pytest.mark.slow  # real processes, killed
 def test_jobs_killed_at_random_moments_never_leave_an_output_taken_as_complete(tmp_path,
                                                                               bucket):
@@ -346,12 +379,15 @@ def test_jobs_killed_at_random_moments_never_leave_an_output_taken_as_complete(t
         return write_job(tmp_path / f"job-{seed}.yaml", spec)
 
     durations = []
+    reader = Reader(bucket)
     for count in (0, 1):  # the first also starts the server the children fork from
         started = time.monotonic()
         child, err = start_child(context, tmp_path, job_file(0), count)
         child.join(120)
         assert child.exitcode == 0, err.read_text()
         durations.append(time.monotonic() - started)
+        if count == 0:
+            reader.start()  # from the first output on, timed with the reader running
     duration = durations[-1]
     last_good = last_published = 0
     committed = [0]  # the seeds of the generations committed so far, in order
@@ -382,13 +418,18 @@ def test_jobs_killed_at_random_moments_never_leave_an_output_taken_as_complete(t
         last_published = seeds[2]
         if child.exitcode == 0:
             assert last_good == seed
-    print(f"{kills} kills in {seed} runs, {mid_write} while the output was written")
+    reader.stop.set()
+    reader.join()
+    assert not reader.failures and reader.reads > 100, (reader.reads, reader.failures[:3])
+    print(f"{kills} kills in {seed} runs, {mid_write} while the output was written, "
+          f"{reader.reads} reads meanwhile")
     assert mid_write >= 3, "too few kills fell while the output was written"
     status, log = run_spec(tmp_path, fit_job(source, bucket, random_state=99))
     assert status == 0, log
     assert seeds_read(bucket) == (99, 99, 99)
     record = json.loads(bucket.fs.cat_file(f"{bucket.name}/out/.daskgmm.json"))
-    assert all(classify(record, key) == "committed" for key in bucket_keys(bucket, "out"))
+    assert {classify(record, key) for key in bucket_keys(bucket, "out")} == \
+        {"committed", "previous"}  # the generation before stays until the next write begins
 
 
 def test_the_dry_run_checks_the_output_place_is_writable_and_leaves_nothing(tmp_path, bucket):

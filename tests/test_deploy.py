@@ -1,10 +1,11 @@
 """Deployment: the cluster kinds, the SLURM and Kubernetes examples, and the container image.
 
 Job scripts are built by dask-jobqueue itself (``job_script()``: nothing is submitted), the
-manifests are parsed and their commands loaded with the real config loader, the job that keeps its
-data in a bucket runs against a real S3 server (moto's), and the Dockerfile's ``pip install``
-lines run as written in a new virtual environment (there is no Docker engine here). A missing optional package is made unimportable in a subprocess (``sys.modules[name] =
-None``), as it is when the extra is not installed.
+manifests are parsed and their commands loaded with the real config loader, the job that keeps
+its data in a bucket runs against a real S3 server (moto's), and the Dockerfile's ``pip install``
+lines run as written in a new virtual environment (there is no Docker engine here). A missing
+optional package is made unimportable in a subprocess (``sys.modules[name] = None``), as it is
+when the extra is not installed.
 """
 
 import io
@@ -402,22 +403,22 @@ def assert_credentials_by_reference(pod):
                 "name": "daskgmm-s3", "key": name, "optional": True}}}
 
 
-def test_the_bucket_job_keeps_its_data_in_s3_and_no_secret_in_its_file():
-    config = load_config(BUCKET_JOB)
+def test_the_bucket_job_loads_with_its_data_in_s3():
+    config = load_config(BUCKET_JOB)  # which refuses a secret among the storage options
     assert config.pipeline == "segment" and config.batch is None
     assert config.input.path.startswith("s3://") and config.output.path.startswith("s3://")
     assert config.input.generate is None  # generate looks for its input on the local disk
+    assert "region" in yaml.safe_load(BUCKET_JOB.read_text())["storage"]["s3"]
     assert config.storage.s3.region and not config.storage.s3.anon
-    assert "storage" in yaml.safe_load(BUCKET_JOB.read_text())
 
 
 def test_the_bucket_manifests_mount_nothing_and_take_credentials_only_by_reference():
     for path in BUCKET_MANIFESTS:
         text = path.read_text()
         assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text)  # no access key id
-        for key in ("volumes", "volumeMounts", "persistentVolumeClaim"):
-            assert [list(values_of(document, key)) for document in documents(path)] == [
-                [] for _ in documents(path)], (path, key)
+        assert not [value for document in documents(path)
+                    for key in ("volumes", "volumeMounts", "persistentVolumeClaim")
+                    for value in values_of(document, key)], path
     assert "Secret" not in {manifest["kind"] for manifest in manifests()}
     assert_credentials_by_reference(runner_pod("Job"))
     (template,) = documents(REPO / load_config(BUCKET_JOB).cluster.spec)
@@ -453,35 +454,31 @@ def put_pngs(fs, folder, pictures):
 
 
 @pytest.mark.slow
-def test_the_bucket_job_keeps_everything_in_the_bucket(tmp_path, s3_endpoint, monkeypatch):
-    """The bucket job as written, but for moto's endpoint and a cluster in this process: it
-    reads its images and writes its output (and what it ingests) in the bucket, and nothing on
-    the local disk, which the runner and the workers do not share on Kubernetes."""
-    import s3fs
+def test_the_bucket_job_keeps_everything_in_the_bucket(tmp_path, bucket, monkeypatch):
+    """The bucket job as written, but in a bucket of moto's server and on a cluster in this
+    process: it reads its images and writes its output (and what it ingests) in the bucket, and
+    nothing on the local disk, which the runner and the workers do not share on Kubernetes."""
     import zarr
 
-    config = load_config(BUCKET_JOB)
-    bucket, scenes = config.input.path.removeprefix("s3://").split("/")[:2]
-    fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
-    if fs.exists(bucket):
-        fs.rm(bucket, recursive=True)
-    fs.mkdir(bucket, region_name=config.storage.s3.region)
-    put_pngs(fs, f"{bucket}/{scenes}", images())
-    inputs = fs.find(f"{bucket}/{scenes}", detail=True)
     spec = yaml.safe_load(BUCKET_JOB.read_text())
-    spec["storage"]["s3"]["endpoint_url"] = s3_endpoint
+    keys = {name: spec[name]["path"].split("/", 3)[3] for name in ("input", "output")}
+    for name, key in keys.items():  # the same keys in the test's bucket
+        spec[name]["path"] = bucket.url(key)
+    spec["storage"]["s3"]["endpoint_url"] = bucket.endpoint_url
     spec["cluster"] = TINY_CLUSTER
+    scenes, results = (keys[name].split("/")[0] for name in ("input", "output"))
+    put_pngs(bucket.fs, f"{bucket.name}/{scenes}", images())
+    inputs = bucket.fs.find(f"{bucket.name}/{scenes}", detail=True)
     job_file = write_job(tmp_path / "job.yaml", spec)
     (tmp_path / "work").mkdir()
     monkeypatch.chdir(tmp_path / "work")
     status, out, err = run_main(job_file)
     assert status == 0, err
     assert list((tmp_path / "work").iterdir()) == []
-    output = config.output.path.removeprefix("s3://")
-    assert {key.split("/")[1] for key in fs.find(bucket)} == {scenes, output.split("/")[1]}
-    assert fs.find(f"{bucket}/{scenes}", detail=True) == inputs
-    result = zarr.open_group(f"{config.output.path}/result.zarr", mode="r",
-                             storage_options={"endpoint_url": s3_endpoint})
+    assert {key.split("/")[1] for key in bucket.fs.find(bucket.name)} == {scenes, results}
+    assert bucket.fs.find(f"{bucket.name}/{scenes}", detail=True) == inputs
+    result = zarr.open_group(f"{spec['output']['path']}/result.zarr", mode="r",
+                             storage_options={"endpoint_url": bucket.endpoint_url})
     assert result.attrs["daskgmm"]["complete"] is True
     assert result["labels"].shape == images().shape[:3]
 
@@ -527,17 +524,26 @@ def pip_commands(arguments):
     return [command for command in commands if command[:2] == ["pip", "install"]]
 
 
+def emulate_files(instructions, root):
+    """Do the image's WORKDIR and COPY steps under ``root``; yield ``(instruction, arguments,
+    working directory)`` of the others, in order."""
+    workdir = root
+    for instruction, arguments in instructions:
+        if instruction == "WORKDIR":
+            workdir = root / arguments.lstrip("/")
+            workdir.mkdir(parents=True, exist_ok=True)
+        elif instruction == "COPY":
+            emulate_copy(arguments, workdir)
+        else:
+            yield instruction, arguments, workdir
+
+
 def test_the_image_holds_the_config_and_cluster_template_of_every_kubernetes_job(tmp_path):
     """The COPY lines, emulated: each job of configs/kubernetes and its cluster.spec is in the
     image's working directory, where the runner (args: the config) and cluster.spec name them."""
     instructions = dockerfile_instructions()
-    workdir = tmp_path
-    for instruction, arguments in instructions:
-        if instruction == "WORKDIR":
-            workdir = tmp_path / arguments.lstrip("/")
-            workdir.mkdir(parents=True, exist_ok=True)
-        elif instruction == "COPY":
-            emulate_copy(arguments, workdir)
+    list(emulate_files(instructions, tmp_path))  # its RUN steps: the install test below
+    workdir = tmp_path / dict(instructions)["WORKDIR"].lstrip("/")
     for job in KUBERNETES_JOBS:
         assert (workdir / job.relative_to(REPO)).is_file()
         assert (workdir / load_config(job).cluster.spec).is_file()
@@ -560,23 +566,18 @@ def test_dockerfile_installs_in_a_fresh_environment(tmp_path):
     environment = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(environment)
     python = environment / "bin" / "python"
-    workdir, installs = root, 0
-    for instruction, arguments in instructions:
-        if instruction == "WORKDIR":
-            workdir = root / arguments.lstrip("/")
-            workdir.mkdir(parents=True, exist_ok=True)
-        elif instruction == "COPY":
-            emulate_copy(arguments, workdir)
-        elif instruction == "RUN":
-            for command in pip_commands(arguments):
-                done = subprocess.run([str(python), "-m", *command, "--no-compile", "-q"],
-                                      cwd=workdir, capture_output=True, text=True, timeout=900)
-                assert done.returncode == 0, done.stderr[-3000:]
-                installs += 1
+    installs = 0
+    for instruction, arguments, workdir in emulate_files(instructions, root):
+        for command in pip_commands(arguments) if instruction == "RUN" else ():
+            done = subprocess.run([str(python), "-m", *command, "--no-compile", "-q"],
+                                  cwd=workdir, capture_output=True, text=True, timeout=900)
+            assert done.returncode == 0, done.stderr[-3000:]
+            installs += 1
     assert installs == 2
+    workdir = root / settings["WORKDIR"].lstrip("/")
     checks = [["-m", "pip", "check"],  # the lock has every requirement of daskgmm[kubernetes]
               ["-m", "daskgmm.run", "--help"],
-              ["-c", "import daskgmm, dask_kubernetes.operator, bokeh"],
+              ["-c", "import daskgmm, dask_kubernetes.operator, bokeh, s3fs"],
               ["-m", "daskgmm.run", *yaml.safe_load(settings["CMD"]), "--dry-run"],
               ["-m", "daskgmm.run", "configs/kubernetes/segment-nightly.yaml", "--dry-run"]]
     for check in checks:
