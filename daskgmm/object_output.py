@@ -15,7 +15,7 @@ A job replaces the folder with :func:`replacing`, which
    claim is refused; a dead one's (its process gone, or not renewed for :data:`LEASE_EXPIRY`
    seconds) is taken over. The claim is renewed every :data:`LEASE_RENEWAL` seconds;
 2. finishes publishing a committed generation that a killed job left, then deletes what dead
-   writers left (:meth:`Claim.collect`);
+   writers left and the generation before the committed one (:meth:`Claim.collect`);
 3. writes the new generation (:class:`Generation`): chunks under the chunk-key encoding the
    committed one does not use, metadata kept in memory, files under its staging prefix. Each
    zarr node is added to the record before its first chunk is written, so that whatever a
@@ -25,10 +25,12 @@ A job replaces the folder with :func:`replacing`, which
    reader takes as complete, and the previous generation stays readable throughout;
 5. *publishes* it: writes its metadata documents (arrays' first, then each group's, holding
    its members' as consolidated metadata, so zarr sees the group switch in one PUT), copies its
-   files into place, and deletes the previous generation's chunks, documents and files.
+   files into place, and deletes the previous generation's documents and files; its chunks stay
+   for the readers that opened it, until the next write begins.
 
-daskgmm's own readers (:func:`daskgmm.object_record.committed_location`) read the metadata from the record, so they
-see one whole generation even between the commit and the end of publishing.
+daskgmm's own readers (:func:`daskgmm.object_record.committed_location`) read the metadata
+from the record, so they see one whole generation even between the commit and the end of
+publishing.
 """
 
 import copy
