@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 _PUBLIC = {
     "GaussianMixture": "mixture",
+    "BayesianGaussianMixture": "bayesian",
     "FitState": "base",
     "EMRun": "base",
     "select_model": "selection",

@@ -109,8 +109,9 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
     """
 
     @abstractmethod
-    def _check_initial_parameters(self, n_features):
-        """Check the user's initial values (and priors) against the data's width, once per fit."""
+    def _check_initial_parameters(self, source):
+        """Check the user's initial values (and priors) against the data (the engine's
+        RowData), once per fit."""
 
     @abstractmethod
     def _initial_parameters(self, source, random_state):
@@ -134,8 +135,9 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         """
 
     @abstractmethod
-    def _compute_lower_bound(self, stats, params):
-        """Return the quantity EM maximises, once the M-step gave ``params`` from ``stats``.
+    def _compute_lower_bound(self, stats, previous, params):
+        """Return the quantity EM maximises, once the M-step gave ``params`` from ``stats``
+        (the statistics of an E-step under ``previous``).
 
         Its change is compared with ``tol``; the initialisation with the largest last one wins.
         """
@@ -199,7 +201,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
 
     def _fit_source(self, source, callback, resume=None):
         """The EM loop: ``n_init`` initialisations, each iterated to convergence, the best kept."""
-        self._check_initial_parameters(source.n_features)
+        self._check_initial_parameters(source)
         do_init = not self._warm_starts()
         n_init = self.n_init if do_init else 1
         random_state = as_random_state(self.random_state)
@@ -242,10 +244,11 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         started = time.perf_counter()
         while run.n_iter < self.max_iter and not run.converged:
             iteration_start = time.perf_counter()
-            stats = self._e_step(source, run.params)
+            previous = run.params
+            stats = self._e_step(source, previous)
             run.params, reseeded = self._m_step(stats, source)
             run.n_reseeded += reseeded
-            change = run.record(self._compute_lower_bound(stats, run.params), self.tol)
+            change = run.record(self._compute_lower_bound(stats, previous, run.params), self.tol)
             callback(state)
             log_iteration(self, run.n_iter, run.lower_bound, change,
                           time.perf_counter() - iteration_start)

@@ -72,12 +72,14 @@ class LogDensity:
         return self.coefficients.shape[0]
 
 
-def make_log_density(weights, means, precisions_cholesky, covariance_type, reference, dtype):
+def make_log_density(weights, means, precisions_cholesky, covariance_type, reference, dtype,
+                     log_weights=None):
     """Express a mixture as linear coefficients of the design features, for data of ``dtype``.
 
     With ``m = mu_k - c`` and precision ``P_k``, the log-density is
     ``const_k + (x-c)^T P_k m - 0.5 (x-c)^T P_k (x-c)`` where
-    ``const_k = log w_k + log det U_k - D/2 log(2 pi) - 0.5 m^T P_k m``.
+    ``const_k = log w_k + log det U_k - D/2 log(2 pi) - 0.5 m^T P_k m``. ``log_weights``, when
+    given, stands for ``log w_k`` (a variational mixture's expected log weights and terms).
     """
     from .covariance import precisions_from_cholesky
 
@@ -95,8 +97,9 @@ def make_log_density(weights, means, precisions_cholesky, covariance_type, refer
         linear = precisions * centred_means
     else:
         linear = precisions[:, None] * centred_means
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(weights)
+    if log_weights is None:
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(weights)
     constant = (
         log_weights
         + log_det_cholesky(precisions_cholesky, covariance_type, n_features)

@@ -18,9 +18,9 @@ from .base import BaseMixture, EMRun, FitState
 from .init import initial_stats
 from .kernels import make_log_density, raise_if_nonfinite
 from .options import GAUSSIAN_MIXTURE_PARAMETERS, defaults
+from .sampling import draw_rows
 from .sklearn_compat import ComponentReseedWarning
 from .validation import (
-    as_random_state,
     check_means_init,
     check_precisions_init,
     check_weights_init,
@@ -181,7 +181,8 @@ class GaussianMixture(BaseMixture):
 
     # ------------------------------------------------------------------ the EM template's pieces
 
-    def _check_initial_parameters(self, n_features):
+    def _check_initial_parameters(self, source):
+        n_features = source.n_features
         if self.weights_init is not None:
             self.weights_init = check_weights_init(self.weights_init, self.n_components)
         if self.means_init is not None:
@@ -255,7 +256,7 @@ class GaussianMixture(BaseMixture):
         weights[indices] = np.maximum(weights[indices], 1.0 / len(weights) ** 2)
         return weights / weights.sum(), means, covariances
 
-    def _compute_lower_bound(self, stats, params):
+    def _compute_lower_bound(self, stats, previous, params):
         """The mean (sample-weighted) log-likelihood of the E-step that gave ``stats``."""
         return stats.log_likelihood / stats.total_weight
 
@@ -301,28 +302,7 @@ class GaussianMixture(BaseMixture):
             The component each row was drawn from.
         """
         self._check_fitted()
-        if n_samples < 1:
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples} . The sampling requires at least "
-                "one sample."
-            )
-        # The same draws as scikit-learn's sample, so equal models and seeds give equal rows.
-        rng = as_random_state(self.random_state)
-        counts = rng.multinomial(n_samples, self.weights_)
-        covariances = np.asarray(self.covariances_, dtype=np.float64)
-        parts = [
-            self._sample_component(rng, k, int(count), covariances) for k, count in enumerate(counts)
-        ]
-        labels = np.repeat(np.arange(self.n_components), counts)
-        return np.vstack(parts).astype(np.float64), labels
-
-    def _sample_component(self, rng, k, count, covariances):
-        mean = np.asarray(self.means_[k], dtype=np.float64)
-        if self.covariance_type == "full":
-            return rng.multivariate_normal(mean, covariances[k], count)
-        if self.covariance_type == "tied":
-            return rng.multivariate_normal(mean, covariances, count)
-        return mean + rng.standard_normal(size=(count, len(mean))) * np.sqrt(covariances[k])
+        return draw_rows(self, n_samples)
 
     # ------------------------------------------------------------------ persistence
 

@@ -18,6 +18,7 @@ from .storage import is_url, naming
 from .store import open_node
 
 MODEL_FORMAT = "daskgmm.GaussianMixture"
+BAYESIAN_FORMAT = "daskgmm.BayesianGaussianMixture"
 MODEL_FORMAT_VERSION = 1
 # The kind of folder a saved model is, as its ownership marker names it.
 MODEL = "model"
@@ -44,32 +45,54 @@ def write_model_group(group, model):
     model : GaussianMixture
         Fitted.
     """
-    for name in _FITTED_ARRAYS:
-        group.create_array(name, data=np.asarray(getattr(model, name)))
+    arrays, scalars = _fitted_names(model)
+    pairs = []
+    for name in arrays:
+        value = getattr(model, name)
+        if isinstance(value, tuple):  # a Dirichlet process's two concentrations
+            pairs.append(name)
+        group.create_array(name, data=np.asarray(value))
     group.create_array("lower_bounds_", data=np.asarray(model.lower_bounds_, dtype=np.float64))
     params = {name: _json_value(value) for name, value in model.get_params().items()}
     group.attrs.update(
         {
-            "format": MODEL_FORMAT,
+            "format": f"daskgmm.{type(model).__name__}",
             "format_version": MODEL_FORMAT_VERSION,
             "params": params,
-            "fitted": {name: _json_value(getattr(model, name)) for name in _FITTED_SCALARS},
+            "fitted": {name: _json_value(getattr(model, name)) for name in scalars},
+            "pairs": pairs,
         }
     )
 
 
-def read_model_group(group, cls):
+def _fitted_names(model):
+    """The fitted arrays and scalars a model of its class saves."""
+    extra_arrays, extra_scalars = getattr(model, "_saved_attributes", ((), ()))
+    return _FITTED_ARRAYS + tuple(extra_arrays), _FITTED_SCALARS + tuple(extra_scalars)
+
+
+def estimator_class(model_format):
+    """The estimator a saved model's ``format`` names (None for another format)."""
+    from .bayesian import BayesianGaussianMixture
+    from .mixture import GaussianMixture
+
+    return {MODEL_FORMAT: GaussianMixture,
+            BAYESIAN_FORMAT: BayesianGaussianMixture}.get(model_format)
+
+
+def read_model_group(group, cls=None):
     """Rebuild a fitted model from a Zarr group written by :func:`write_model_group`.
 
     Parameters
     ----------
     group : zarr.Group
-    cls : type
-        The estimator class, e.g. :class:`~daskgmm.GaussianMixture`.
+    cls : type, optional
+        Unused: the model is of the estimator its format records (a GaussianMixture or a
+        BayesianGaussianMixture), whichever class reads it.
 
     Returns
     -------
-    GaussianMixture
+    GaussianMixture or BayesianGaussianMixture
         Fitted, with its public fitted attributes set.
 
     Raises
@@ -78,16 +101,19 @@ def read_model_group(group, cls):
         If the group holds no daskgmm model, or one of a newer format.
     """
     attrs = dict(group.attrs)
-    if attrs.get("format") != MODEL_FORMAT:
+    estimator = estimator_class(attrs.get("format"))
+    if estimator is None:
         raise ValueError(f"Zarr group holds no daskgmm model (format {attrs.get('format')!r}).")
     if attrs.get("format_version", 0) > MODEL_FORMAT_VERSION:
         raise ValueError(
             f"Model format version {attrs['format_version']} is newer than this daskgmm reads "
             f"({MODEL_FORMAT_VERSION}); upgrade daskgmm."
         )
-    model = cls(**attrs["params"])
-    for name in _FITTED_ARRAYS:
-        setattr(model, name, group[name][...])
+    model = estimator(**attrs["params"])
+    arrays, _ = _fitted_names(model)
+    for name in arrays:
+        value = group[name][...]
+        setattr(model, name, tuple(value) if name in attrs.get("pairs", ()) else value)
     model.lower_bounds_ = group["lower_bounds_"][...].tolist()
     for name, value in attrs["fitted"].items():
         setattr(model, name, value)

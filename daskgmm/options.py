@@ -65,6 +65,21 @@ GAUSSIAN_MIXTURE_PARAMETERS = {
 }
 
 
+# BayesianGaussianMixture's: the same, without initial values, with the priors (None: from the
+# data, as scikit-learn's; the fit checks what depends on it, e.g. degrees of freedom > D - 1).
+BAYESIAN_MIXTURE_PARAMETERS = {
+    **{name: parameter for name, parameter in GAUSSIAN_MIXTURE_PARAMETERS.items()
+       if name not in ("weights_init", "means_init", "precisions_init")},
+    "weight_concentration_prior_type": Parameter(
+        "choice", "dirichlet_process", choices=("dirichlet_process", "dirichlet_distribution")),
+    "weight_concentration_prior": Parameter("float", None, low=0.0, nullable=True),
+    "mean_precision_prior": Parameter("float", None, low=0.0, nullable=True),
+    "mean_prior": Parameter("initial"),
+    "degrees_of_freedom_prior": Parameter("float", None, low=0.0, nullable=True),
+    "covariance_prior": Parameter("initial"),
+}
+
+
 def defaults(parameters):
     """Return ``{name: default}`` of a parameter table such as GAUSSIAN_MIXTURE_PARAMETERS."""
     return {name: parameter.default for name, parameter in parameters.items()}

@@ -112,8 +112,8 @@ def test_a_mixture_missing_a_piece_of_the_template_cannot_be_made(missing):
 def test_the_template_runs_a_subclass_s_pieces():
     """A subclass that changes only the lower bound changes what the loop reports and stops on."""
     class HalvedBound(GaussianMixture):
-        def _compute_lower_bound(self, stats, params):
-            return super()._compute_lower_bound(stats, params) / 2
+        def _compute_lower_bound(self, stats, previous, params):
+            return super()._compute_lower_bound(stats, previous, params) / 2
 
     X = make_blobs(n_samples=300)
     plain = GaussianMixture(2, tol=0.0, max_iter=4, random_state=0).fit(X)

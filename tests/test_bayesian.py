@@ -1,0 +1,173 @@
+"""BayesianGaussianMixture against scikit-learn's, on the same engine as GaussianMixture.
+
+From the same ``random_state`` on NumPy input (scikit-learn's initialisation), or from the same
+initial posterior on Dask input in ragged chunks merged two at a time, the posterior, the lower
+bound and the responsibilities are scikit-learn's to rounding; the lower bound never decreases;
+weights are repeated rows; and the prior switches off the components the data do not need.
+"""
+
+import pickle
+import warnings
+
+import dask.array as da
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+from sklearn.base import clone
+from sklearn.mixture import BayesianGaussianMixture as SklearnBayesian
+
+from conftest import COVARIANCE_TYPES
+from daskgmm import BayesianGaussianMixture, GaussianMixture
+
+PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
+COMPARED = ("weights_", "means_", "covariances_", "degrees_of_freedom_", "mean_precision_")
+# What a fitted posterior is: enough to start another fit from it (a warm start).
+POSTERIOR = ("weight_concentration_", "mean_precision_", "means_", "degrees_of_freedom_",
+             "covariances_", "precisions_cholesky_", "converged_", "lower_bound_",
+             "n_features_in_")
+RAGGED_CHUNKS = (400, 300, 200, 250, 50)
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning",
+                                        "ignore::daskgmm.ConvergenceWarning")
+
+
+def clusters(n_rows=1200, seed=0, centres=((0, 0, 0), (6, -4, 2), (-5, 5, 0), (8, 8, -6))):
+    """Rows of well separated Gaussians, shuffled."""
+    rng = np.random.default_rng(seed)
+    parts = [rng.normal(centre, 1.0, size=(n_rows // len(centres), len(centre)))
+             for centre in centres]
+    rows = np.vstack(parts)
+    rng.shuffle(rows)
+    return rows
+
+
+def assert_same_posterior(ours, reference, X):
+    for name in COMPARED:
+        assert_allclose(np.asarray(getattr(ours, name)), np.asarray(getattr(reference, name)),
+                        rtol=1e-7, atol=0, err_msg=name)
+    assert_allclose(ours.lower_bound_, reference.lower_bound_, rtol=1e-7)
+    assert_allclose(np.asarray(ours.predict_proba(X)), reference.predict_proba(X), atol=1e-8)
+    assert ours.n_iter_ == reference.n_iter_
+
+
+def params(covariance_type, prior_type, **more):
+    return dict(n_components=6, covariance_type=covariance_type, random_state=0, tol=0.0,
+                weight_concentration_prior_type=prior_type, **more)
+
+
+@pytest.mark.parametrize("max_iter", [1, 20])
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_numpy_input_gives_sklearns_posterior_from_the_same_random_state(
+        covariance_type, prior_type, max_iter):
+    X = clusters()
+    kwargs = params(covariance_type, prior_type, max_iter=max_iter)
+    reference = SklearnBayesian(**kwargs).fit(X)
+    assert_same_posterior(BayesianGaussianMixture(**kwargs).fit(X), reference, X)
+
+
+@pytest.mark.parametrize("max_iter", [1, 20])
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_dask_input_in_ragged_chunks_gives_sklearns_posterior_from_the_same_start(
+        covariance_type, prior_type, max_iter):
+    X = clusters()
+    kwargs = params(covariance_type, prior_type)
+    start = SklearnBayesian(**kwargs, max_iter=0).fit(X)  # the initial posterior
+    reference = SklearnBayesian(**kwargs, max_iter=max_iter, warm_start=True)
+    ours = BayesianGaussianMixture(**kwargs, max_iter=max_iter, warm_start=True, split_every=2)
+    for name in POSTERIOR:
+        setattr(reference, name, getattr(start, name))
+        setattr(ours, name, getattr(start, name))
+    reference.fit(X)
+    ours.fit(da.from_array(X, chunks=(RAGGED_CHUNKS, 3)))
+    assert_same_posterior(ours, reference, X)
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_the_lower_bound_never_decreases(covariance_type, prior_type):
+    X = clusters(600, seed=1)
+    model = BayesianGaussianMixture(**params(covariance_type, prior_type, max_iter=100))
+    model.fit(X)
+    bounds = np.asarray(model.lower_bounds_)
+    assert len(bounds) == 100
+    assert np.all(np.diff(bounds) >= -1e-9 * np.abs(bounds[1:]))
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_sample_weight_is_rows_repeated(covariance_type):
+    X = clusters(400, seed=2)
+    counts = np.random.default_rng(3).integers(0, 4, size=len(X))
+    repeated = np.repeat(X, counts, axis=0)
+    kwargs = params(covariance_type, "dirichlet_process")
+    start = SklearnBayesian(**kwargs, max_iter=0).fit(repeated)
+    reference = SklearnBayesian(**kwargs, max_iter=10, warm_start=True)
+    ours = BayesianGaussianMixture(**kwargs, max_iter=10, warm_start=True)
+    for name in POSTERIOR:
+        setattr(reference, name, getattr(start, name))
+        setattr(ours, name, getattr(start, name))
+    reference.fit(repeated)
+    ours.fit(da.from_array(X, chunks=100), sample_weight=da.from_array(counts, chunks=100))
+    for name in COMPARED:
+        assert_allclose(np.asarray(getattr(ours, name)), np.asarray(getattr(reference, name)),
+                        rtol=1e-7, err_msg=name)
+    assert_allclose(ours.lower_bound_, reference.lower_bound_, rtol=1e-7)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "dask"])
+def test_the_prior_keeps_only_the_components_the_data_need(kind):
+    X = clusters(20_000, seed=4)
+    data = X if kind == "numpy" else da.from_array(X, chunks=3000)
+    # Emptying the components k-means split the clusters into takes many iterations (as in
+    # scikit-learn: about 900 here); three initialisations, the best bound kept, as a user of
+    # a variational fit runs it (one may stop at two components sharing a cluster).
+    model = BayesianGaussianMixture(n_components=10, max_iter=3000, n_init=3,
+                                    random_state=0).fit(data)
+    assert model.converged_
+    assert np.count_nonzero(model.weights_ > 0.01) == 4
+    assert_allclose(np.sort(model.weights_)[-4:], 0.25, atol=1e-3)
+
+
+def test_a_saved_model_loads_back_as_what_it_was(tmp_path):
+    X = clusters(600)
+    for prior_type in PRIOR_TYPES:
+        model = BayesianGaussianMixture(3, weight_concentration_prior_type=prior_type,
+                                        random_state=0).fit(X)
+        path = tmp_path / f"{prior_type}.zarr"
+        model.save(path)
+        loaded = BayesianGaussianMixture.load(path)
+        assert type(loaded) is BayesianGaussianMixture
+        assert loaded.get_params() == model.get_params()
+        for name in (*COMPARED, "weight_concentration_", "mean_prior_", "covariance_prior_"):
+            assert_allclose(np.asarray(getattr(loaded, name), dtype=float),
+                            np.asarray(getattr(model, name), dtype=float), rtol=0, err_msg=name)
+        assert isinstance(loaded.weight_concentration_, tuple) == (prior_type ==
+                                                                  "dirichlet_process")
+        np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+        assert type(GaussianMixture.load(path)) is BayesianGaussianMixture  # as recorded
+
+
+def test_pickle_clone_and_sample_behave_as_sklearns():
+    X = clusters(600)
+    model = BayesianGaussianMixture(4, random_state=0).fit(X)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))
+    assert clone(model).get_params() == model.get_params()
+    reference = SklearnBayesian(n_components=4, random_state=0).fit(X)
+    ours_rows, ours_labels = model.sample(50)
+    reference_rows, reference_labels = reference.sample(50)
+    np.testing.assert_array_equal(ours_labels, reference_labels)
+    assert_allclose(ours_rows, reference_rows, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("weight_concentration_prior", 0.0, "should be greater than 0"),
+    ("degrees_of_freedom_prior", 1.5, "should be greater than 2"),
+    ("mean_prior", [0.0, 1.0], "should have the shape"),
+    ("covariance_prior", np.eye(2), "should have the shape"),
+    ("weight_concentration_prior_type", "dirichlet", "weight_concentration_prior_type"),
+])
+def test_bad_priors_are_refused_with_sklearns_words(name, value, words):
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=words):
+        BayesianGaussianMixture(2, **{name: value}).fit(clusters(300))
