@@ -21,6 +21,7 @@ Usage::
 
     python bench/bench_em.py                      # W1, W2, W3 at full size, every mode
     python bench/bench_em.py --scale 0.05         # a quick smoke run
+    python bench/bench_em.py --estimator bayesian  # BayesianGaussianMixture in both libraries
     python bench/bench_em.py --workloads W2 --modes numpy --skip-sklearn --profile w2.prof.txt
 """
 
@@ -196,15 +197,20 @@ class PeakMemory:
 
 # ---------------------------------------------------------------------------- timing
 
-def make_estimator(library, workload, init, max_iter):
-    """Return an unfitted GaussianMixture of ``library`` running exactly ``max_iter`` iterations."""
-    if library == "sklearn":
-        from sklearn.mixture import GaussianMixture
-    else:
-        from daskgmm import GaussianMixture
-    return GaussianMixture(n_components=workload.n_components,
-                           covariance_type=workload.covariance_type, tol=0.0, max_iter=max_iter,
-                           **init)
+def make_estimator(library, workload, init, max_iter, estimator="gaussian"):
+    """Return an unfitted mixture of ``library`` running exactly ``max_iter`` iterations.
+
+    A GaussianMixture starts from ``init``; a BayesianGaussianMixture (which takes no initial
+    parameters) from rows drawn with the same seed, the same rows in both libraries for NumPy
+    input (its iterations cost the same whatever they start from).
+    """
+    common = {"n_components": workload.n_components, "covariance_type": workload.covariance_type,
+              "tol": 0.0, "max_iter": max_iter}
+    module = importlib.import_module("sklearn.mixture" if library == "sklearn" else "daskgmm")
+    if estimator == "bayesian":
+        return module.BayesianGaussianMixture(**common, init_params="random_from_data",
+                                              random_state=SEED)
+    return module.GaussianMixture(**common, **init)
 
 
 def timed_fit(estimator, X):
@@ -216,20 +222,20 @@ def timed_fit(estimator, X):
         return time.perf_counter() - start
 
 
-def time_iterations(library, workload, init, X, n_iters, repeats):
+def time_iterations(library, workload, init, X, n_iters, repeats, estimator="gaussian"):
     """Best-of-``repeats`` seconds per EM iteration, from fits of 1 and ``n_iters`` iterations.
 
     The short and the long fits alternate, so that both see the same background load.
     """
     setup_times, fit_times = [], []
     for repeat in range(repeats):
-        setup_times.append(timed_fit(make_estimator(library, workload, init, 1), X))
-        estimator = make_estimator(library, workload, init, n_iters)
-        fit_times.append(timed_fit(estimator, X))
+        setup_times.append(timed_fit(make_estimator(library, workload, init, 1, estimator), X))
+        fitted = make_estimator(library, workload, init, n_iters, estimator)
+        fit_times.append(timed_fit(fitted, X))
         logger.info("%s %s: fits of 1 and %d iterations %.3fs, %.3fs (repeat %d)", workload.name,
                     library, n_iters, setup_times[-1], fit_times[-1], repeat + 1)
-    if estimator.n_iter_ != n_iters:
-        raise RuntimeError(f"{library} ran {estimator.n_iter_} iterations, not {n_iters}")
+    if fitted.n_iter_ != n_iters:
+        raise RuntimeError(f"{library} ran {fitted.n_iter_} iterations, not {n_iters}")
     seconds_per_iter = (min(fit_times) - min(setup_times)) / (n_iters - 1)
     if seconds_per_iter <= 0:
         logger.warning("%s %s: %.4f s/iteration is timing noise at this size; use more --iters "
@@ -238,8 +244,8 @@ def time_iterations(library, workload, init, X, n_iters, repeats):
         "setup_s": min(setup_times), "fit_s": min(fit_times),
         "seconds_per_iter": seconds_per_iter,
         "setup_times": setup_times, "fit_times": fit_times,
-        "lower_bound": float(estimator.lower_bound_),
-        "means": np.asarray(estimator.means_, dtype=np.float64).tolist(),
+        "lower_bound": float(fitted.lower_bound_),
+        "means": np.asarray(fitted.means_, dtype=np.float64).tolist(),
     }
 
 
@@ -331,9 +337,11 @@ def _measure_pids(spec, workload, library, init, X, pids):
     logger.info("%s %s (%s): %s rows, %d features, %d components, %s", workload.name, library,
                 spec["mode"], f"{X.shape[0]:,}", workload.n_features, workload.n_components,
                 workload.covariance_type)
-    make_estimator(library, workload, init, 1)  # imports are not the fit's memory
+    estimator = spec.get("estimator", "gaussian")
+    make_estimator(library, workload, init, 1, estimator)  # imports are not the fit's memory
     with PeakMemory(pids) as memory, blas_threads(spec.get("blas_threads")):
-        timing = time_iterations(library, workload, init, X, spec["iters"], spec["repeats"])
+        timing = time_iterations(library, workload, init, X, spec["iters"], spec["repeats"],
+                                 estimator)
     result = {**spec, **timing, **memory.report(), "n_samples": int(X.shape[0]),
               "n_processes": len(pids)}
     logger.info("%s %s (%s): %.4f s/iteration, peak %.0f MiB (+%.0f MiB)", workload.name,
@@ -559,6 +567,8 @@ def parse_args(argv=None):
                         help="limit scikit-learn's BLAS threads (default: untouched)")
     parser.add_argument("--chunk-mb", type=float, default=64.0,
                         help="largest Dask chunk in MiB (at least 4 chunks per worker)")
+    parser.add_argument("--estimator", choices=("gaussian", "bayesian"), default="gaussian",
+                        help="GaussianMixture, or BayesianGaussianMixture in both libraries")
     parser.add_argument("--json", help="also write all results to this JSON file")
     parser.add_argument("--profile", metavar="PATH",
                         help="also write a cProfile of one single-threaded daskgmm iteration "
@@ -584,6 +594,7 @@ def measurement_specs(args):
     specs = []
     for name in args.workloads.split(","):
         common = {"workload": name, "scale": args.scale, "repeats": args.repeats,
+                  "estimator": args.estimator,
                   "iters": args.iters or WORKLOADS[name].default_iters,
                   "dask_processes": args.dask_processes == "yes", "chunk_mb": args.chunk_mb}
         if not args.skip_sklearn:
