@@ -7,6 +7,8 @@ hold the rest (iteration bounds, the RandomState's position, the job's ``extra``
 resumed fit performs the same operations on the same bits as one never stopped.
 """
 
+import dataclasses
+
 import numpy as np
 import zarr
 
@@ -14,6 +16,7 @@ from . import atomic
 from .base import EMRun, FitState
 from .mixture import MixtureParams
 from .generation_store import location
+from .variational import VariationalParams
 from .model_format import read_model_group, write_model_group
 from .store import open_node
 
@@ -21,23 +24,33 @@ exists = atomic.folder_exists
 
 CHECKPOINT = "checkpoint"
 CHECKPOINT_FORMAT = "daskgmm.FitState"
-_PARAMS = ("weights", "means", "covariances", "precisions_cholesky")
 _RUNS = ("current", "best")
+# The parameters' classes a run may hold, by the name its group records.
+_PARAMS = {cls.__name__: cls for cls in (MixtureParams, VariationalParams)}
 
 
 def _write_run(group, run):
-    for name in _PARAMS:
-        group.create_array(name, data=np.asarray(getattr(run.params, name), dtype=np.float64))
+    pairs = []
+    for field in dataclasses.fields(run.params):
+        value = getattr(run.params, field.name)
+        if isinstance(value, tuple):  # a Dirichlet process's two concentrations
+            pairs.append(field.name)
+        group.create_array(field.name, data=np.asarray(value, dtype=np.float64))
     group.attrs.update({"lower_bounds": [float(b) for b in run.lower_bounds],
                         "converged": bool(run.converged), "n_reseeded": int(run.n_reseeded),
-                        "start_bound": float(run.start_bound)})
+                        "start_bound": float(run.start_bound),
+                        "params": type(run.params).__name__, "pairs": pairs})
 
 
 def _read_run(group):
     attrs = group.attrs
-    params = MixtureParams(*(group[name][...] for name in _PARAMS))
-    return EMRun(params, list(attrs["lower_bounds"]), attrs["converged"], attrs["n_reseeded"],
-                 attrs["start_bound"])
+    cls = _PARAMS[attrs.get("params", "MixtureParams")]  # earlier versions: a GaussianMixture's
+    values = {}
+    for field in dataclasses.fields(cls):
+        value = group[field.name][...]
+        values[field.name] = tuple(value) if field.name in attrs.get("pairs", ()) else value
+    return EMRun(cls(**values), list(attrs["lower_bounds"]), attrs["converged"],
+                 attrs["n_reseeded"], attrs["start_bound"])
 
 
 def write_fit_state(path, state, extra=None):

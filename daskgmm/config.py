@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .model_config import ModelConfig  # noqa: F401  (the job's model section, named here too)
 from .object_record import check_folder_url
 from .storage import StorageConfig, is_url, sibling
 from .options import (
     COVARIANCE_TYPES,
     CRITERIA,
-    GAUSSIAN_MIXTURE_PARAMETERS,
     GENERATORS,
     IDENTITIES,
     INPUT_FORMATS,
@@ -35,17 +35,6 @@ from .schema import (  # noqa: F401  (apply_override, parse_yaml: part of this m
     parse_yaml,
     shown,
 )
-
-
-def estimator_option(name, **changes):
-    """Declare a ``model`` key as the estimator's parameter ``name``: its default and range.
-
-    ``changes`` replace what the parameter table says (``default=``, ``low=``, ...).
-    """
-    parameter = GAUSSIAN_MIXTURE_PARAMETERS[name]
-    declared = {"default": parameter.default, "choices": parameter.choices, "low": parameter.low}
-    declared.update(changes)
-    return option(declared.pop("default"), **declared)
 
 
 @dataclass
@@ -69,37 +58,6 @@ class InputConfig(Section):
     def check(self, key):
         if self.columns is not None and not self.columns:
             raise ConfigError("must name at least one column, or be null for all", f"{key}.columns")
-
-
-@dataclass
-class ModelConfig(Section):
-    """The GaussianMixture to fit, or ``load``: a saved model to apply instead of fitting.
-
-    The keys other than ``load`` are the estimator's parameters of the same names, with its
-    defaults, but for two: ``n_components`` has none (a job names it, or loads a model) and
-    ``random_state`` is 0, so that a job gives the same model on every run.
-    """
-
-    load: str | None = None
-    n_components: int | None = estimator_option("n_components", default=None)
-    covariance_type: str = estimator_option("covariance_type")
-    tol: float = estimator_option("tol")
-    reg_covar: float = estimator_option("reg_covar")
-    max_iter: int = estimator_option("max_iter")
-    n_init: int = estimator_option("n_init")
-    init_params: str = estimator_option("init_params")
-    random_state: int = option(0, low=0, high=2**32 - 1)
-    persist: bool = estimator_option("persist")
-    split_every: int = estimator_option("split_every")
-
-    def estimator_params(self):
-        """The keyword arguments of the GaussianMixture this section describes.
-
-        ``load`` is the job's, and so is ``persist``: the job persists the rows once, before
-        fitting, and the model does not record it among its parameters.
-        """
-        return {name: value for name, value in self.to_dict().items()
-                if name not in ("load", "persist")}
 
 
 @dataclass

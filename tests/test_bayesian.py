@@ -171,3 +171,87 @@ def test_pickle_clone_and_sample_behave_as_sklearns():
 def test_bad_priors_are_refused_with_sklearns_words(name, value, words):
     with warnings.catch_warnings(), pytest.raises(ValueError, match=words):
         BayesianGaussianMixture(2, **{name: value}).fit(clusters(300))
+
+
+@pytest.mark.parametrize("prior_type", PRIOR_TYPES)
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_a_fit_resumed_from_its_checkpoint_ends_at_the_uninterrupted_posterior(
+        tmp_path, covariance_type, prior_type):
+    from daskgmm.checkpoint import read_fit_state, write_fit_state
+
+    X = clusters(600)
+    kwargs = params(covariance_type, prior_type, max_iter=8, n_init=2)
+    whole = BayesianGaussianMixture(**kwargs).fit(X)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_five(state):
+        if state.current is not None and state.current.n_iter == 5 and state.init == 1:
+            write_fit_state(tmp_path / "fit.checkpoint", state)
+            raise Crash
+
+    with pytest.raises(Crash):
+        BayesianGaussianMixture(**kwargs).fit(X, callback=crash_after_five)
+    state, _ = read_fit_state(tmp_path / "fit.checkpoint")
+    resumed = BayesianGaussianMixture(**kwargs).fit(X, resume=state)
+    for name in (*COMPARED, "precisions_cholesky_"):
+        np.testing.assert_array_equal(np.asarray(getattr(resumed, name)),
+                                      np.asarray(getattr(whole, name)), err_msg=name)
+    assert resumed.lower_bounds_ == whole.lower_bounds_
+
+
+# ------------------------------------------------------------------ in the jobs
+
+
+def test_the_segment_auto_config_reports_the_components_the_prior_kept(tmp_path):
+    from pathlib import Path
+
+    from jobs_helpers import run_main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "segment-auto.yaml"
+    status, out, err = run_main(config, "--set", f"input.path={tmp_path / 'scene.zarr'}",
+                                "--set", f"output.path={tmp_path / 'out'}",
+                                "--set", "checkpoint.enabled=false")
+    assert status == 0, err
+    assert "kind bayesian, effective_components" in out
+    model = GaussianMixture.load(tmp_path / "out" / "model.zarr")
+    assert type(model) is BayesianGaussianMixture and model.n_components == 10
+    kept = int(np.count_nonzero(model.weights_ >= 0.01))
+    assert 2 <= kept < 10
+    assert f"effective_components {kept}" in out
+    assert f"the prior kept {kept} of 10 components" in err
+
+
+@pytest.mark.parametrize("model, key", [
+    ({"n_components": 3, "weight_concentration_prior": 0.1}, "model.weight_concentration_prior"),
+    ({"n_components": 3, "kind": "bayes"}, "model.kind"),
+    ({"n_components": 3, "kind": "bayesian", "mean_precision_prior": 0.0},
+     "model.mean_precision_prior"),
+    ({"n_components": 3, "kind": "bayesian",
+      "weight_concentration_prior_type": "dirichlet"}, "model.weight_concentration_prior_type"),
+])
+def test_priors_are_checked_with_the_rest_of_the_schema(model, key):
+    from daskgmm.config import ConfigError, JobConfig
+
+    spec = {"pipeline": "fit", "input": {"path": "rows.zarr"}, "output": {"path": "out"},
+            "model": model}
+    with pytest.raises(ConfigError) as refused:
+        JobConfig.from_dict(spec)
+    assert refused.value.key == key
+
+
+def test_a_bayesian_model_section_gives_the_estimator_its_priors():
+    from daskgmm.config import JobConfig
+
+    spec = {"pipeline": "fit", "input": {"path": "rows.zarr"}, "output": {"path": "out"},
+            "model": {"kind": "bayesian", "n_components": 4, "covariance_type": "diag",
+                      "weight_concentration_prior_type": "dirichlet_distribution",
+                      "weight_concentration_prior": 0.01, "mean_prior": [0.0, 1.0],
+                      "covariance_prior": [1.0, 2.0]}}
+    estimator = JobConfig.from_dict(spec).model.estimator()
+    assert isinstance(estimator, BayesianGaussianMixture)
+    assert estimator.get_params()["weight_concentration_prior"] == 0.01
+    assert estimator.get_params()["covariance_prior"] == [1.0, 2.0]
+    plain = JobConfig.from_dict({**spec, "model": {"n_components": 4}}).model.estimator()
+    assert type(plain) is GaussianMixture

@@ -15,7 +15,8 @@ from daskgmm.config import (
     apply_override,
     load_config,
 )
-from daskgmm.options import GAUSSIAN_MIXTURE_PARAMETERS
+from daskgmm.model_config import PRIORS
+from daskgmm.options import BAYESIAN_MIXTURE_PARAMETERS, GAUSSIAN_MIXTURE_PARAMETERS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -231,8 +232,9 @@ JOB_DEFAULTS = {"n_components": None, "random_state": 0}
 
 def test_model_keys_take_the_estimator_s_defaults_ranges_and_choices():
     fields = {spec.name: spec for spec in dataclasses.fields(ModelConfig)}
-    for name in set(fields) - {"load"} - set(JOB_DEFAULTS):
-        parameter, spec = GAUSSIAN_MIXTURE_PARAMETERS[name], fields[name]
+    table = {**BAYESIAN_MIXTURE_PARAMETERS, **GAUSSIAN_MIXTURE_PARAMETERS}
+    for name in set(fields) - {"load", "kind"} - set(JOB_DEFAULTS):
+        parameter, spec = table[name], fields[name]
         assert spec.default == parameter.default, name
         assert spec.metadata["low"] == parameter.low, name
         assert spec.metadata["choices"] == parameter.choices, name
@@ -243,8 +245,11 @@ def test_the_model_section_builds_the_estimator_it_describes():
     model = ModelConfig.from_dict({"n_components": 4, "tol": 0.5, "persist": True, "load": None})
     params = model.estimator_params()
     assert set(params) == {spec.name for spec in dataclasses.fields(ModelConfig)} - {
-        "load", "persist"}
+        "load", "kind", "persist", *PRIORS}  # a Gaussian mixture's: no priors
     assert set(params) <= set(GAUSSIAN_MIXTURE_PARAMETERS)
+    bayesian = ModelConfig.from_dict({"n_components": 4, "kind": "bayesian"}).estimator_params()
+    assert set(bayesian) == set(params) | set(PRIORS)
+    assert set(bayesian) <= set(BAYESIAN_MIXTURE_PARAMETERS)
     assert params["n_components"] == 4 and params["tol"] == 0.5 and params["random_state"] == 0
 
 

@@ -11,6 +11,7 @@ import dask.array as da
 
 from daskgmm import GaussianMixture, store
 from daskgmm.config import ConfigError
+from daskgmm.model_config import EFFECTIVE_WEIGHT, effective_components
 from daskgmm.storage import check_url
 
 from .progress import compute
@@ -159,11 +160,18 @@ def fit_or_load_drawn(prepared, draw):
     fit_rows = draw()
     scaler, X = scaled_features(prepared.config, fit_rows)
     model = fit_mixture(X, prepared.config.model, prepared.checkpoint, prepared.resumed)
+    if prepared.config.model.kind == "bayesian":
+        logger.info("the prior kept %d of %d components (expected weight >= %g)",
+                    effective_components(model), model.n_components, EFFECTIVE_WEIGHT)
     return Fitted(model, scaler, fit_rows)
 
 
 def model_summary(model):
     """JSON-ready facts about a fitted model, for the runner's report and the output attrs."""
-    return {"n_components": int(model.n_components), "covariance_type": model.covariance_type,
-            "converged": bool(model.converged_), "n_iter": int(model.n_iter_),
-            "lower_bound": float(model.lower_bound_)}
+    summary = {"n_components": int(model.n_components), "covariance_type": model.covariance_type,
+               "converged": bool(model.converged_), "n_iter": int(model.n_iter_),
+               "lower_bound": float(model.lower_bound_)}
+    if hasattr(model, "weight_concentration_"):  # a Bayesian mixture: how many the data use
+        summary["kind"] = "bayesian"
+        summary["effective_components"] = effective_components(model)
+    return summary

@@ -100,7 +100,8 @@ def describe_fit(prepared, rows_name="rows"):
     model = config.model
     sample = config.training.sample
     rows = f"all {rows_name}" if sample is None else f"about {sample} random {rows_name}"
-    lines = [f"fit GaussianMixture(n_components={model.n_components}, covariance_type="
+    name = "BayesianGaussianMixture" if model.kind == "bayesian" else "GaussianMixture"
+    lines = [f"fit {name}(n_components={model.n_components}, covariance_type="
              f"{model.covariance_type!r}, max_iter={model.max_iter}, tol={model.tol}, n_init="
              f"{model.n_init}, init_params={model.init_params!r}, random_state="
              f"{model.random_state}) on {rows}"

@@ -211,8 +211,8 @@ class Checkpoint:
 
 
 def estimator(config, **overrides):
-    """Return an unfitted GaussianMixture with the ``model`` section's parameters."""
-    return GaussianMixture(**{**config.estimator_params(), **overrides})
+    """Return an unfitted mixture (``model.kind``'s) with the ``model`` section's parameters."""
+    return config.estimator(**overrides)
 
 
 def fit_mixture(X, config, checkpoint, resumed=None):
