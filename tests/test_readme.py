@@ -27,9 +27,11 @@ def test_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pixels = zarr.create_array("pixels.zarr", shape=(6000, 3), chunks=(1500, 3), dtype="float32")
     pixels[:] = np.random.default_rng(0).normal(size=(6000, 3))
-    (example,) = fenced_blocks("python")
+    gaussian, bayesian = fenced_blocks("python")  # the second goes on from the first's X
     namespace = {}
-    exec(compile(example, "README.md", "exec"), namespace)
+    exec(compile(gaussian, "README.md", "exec"), namespace)
     assert namespace["labels"].shape == (6000,)
     assert (tmp_path / "model.zarr").is_dir()
     assert namespace["same"].n_components == 8
+    exec(compile(bayesian, "README.md", "exec"), namespace)
+    assert 1 <= namespace["used"] < 10
