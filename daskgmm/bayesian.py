@@ -107,7 +107,7 @@ default='dirichlet_process'
 
     _parameter_table = BAYESIAN_MIXTURE_PARAMETERS
     # What save() writes beside GaussianMixture's fitted values.
-    _saved_attributes = (
+    saved_attributes = (
         ("weight_concentration_", "mean_precision_", "degrees_of_freedom_", "mean_prior_",
          "covariance_prior_"),
         ("weight_concentration_prior_", "mean_precision_prior_", "degrees_of_freedom_prior_"),

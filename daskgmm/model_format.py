@@ -67,7 +67,7 @@ def write_model_group(group, model):
 
 def _fitted_names(model):
     """The fitted arrays and scalars a model of its class saves."""
-    extra_arrays, extra_scalars = getattr(model, "_saved_attributes", ((), ()))
+    extra_arrays, extra_scalars = getattr(model, "saved_attributes", ((), ()))
     return _FITTED_ARRAYS + tuple(extra_arrays), _FITTED_SCALARS + tuple(extra_scalars)
 
 

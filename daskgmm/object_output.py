@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 
 from zarr.storage import FsspecStore, StorePath
@@ -267,7 +267,8 @@ def replacing(url, kind, key="output.path"):
         claim.publish()
     except BaseException:
         if not claim.lost:
-            claim.collect()
+            with suppress(Exception):  # the job's own error is the one to report
+                claim.collect()
         raise
     finally:
         claim.release()

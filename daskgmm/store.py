@@ -70,7 +70,7 @@ def open_node(path, mode="r", options=None):
     or ``options``); a refused or missing URL is an error that names it.
 
     A URL inside a folder that daskgmm replaces in object storage is read through that folder's
-    committed generation (:func:`~daskgmm.object_output.committed_location`): never a write in
+    committed generation (:func:`~daskgmm.object_record.committed_location`): never a write in
     progress, never half of one.
     """
     with naming(path, f"No Zarr store at {str(path)!r}."):

@@ -29,7 +29,8 @@ deleted (a ``runs.jsonl`` line cut short by a kill is dropped before the next is
 A writer is dead when its process is gone; a process of another host cannot be asked,
 so there it is dead once it has been silent for ``batch.claim_timeout`` seconds (the time after
 which its claims are taken over anyway). How a dead leftover is told from a live one is
-:mod:`.batch_leftovers`' part.
+:mod:`.batch_leftovers`' part. A store in a bucket is the same store kept with conditional
+writes instead of a lock and renames (:mod:`.batch_bucket`).
 """
 
 import hashlib
@@ -96,7 +97,7 @@ class BatchStore:
         self.run = run or new_run_id()
         self.started = now_iso()
         self.owner = {"run": self.run, "host": socket.gethostname(), "pid": os.getpid()}
-        self._laid_out = False
+        self.laid_out = False
 
     @staticmethod
     def resolve(root):
@@ -153,9 +154,9 @@ class BatchStore:
 
     @contextmanager
     def _locked(self):
-        if not self._laid_out:
+        if not self.laid_out:
             lay_out(self.root, self.staging)
-            self._laid_out = True
+            self.laid_out = True
         with StoreLock(self.root / LOCK, self.config.lock_timeout, self.owner, self.staging):
             yield
 

@@ -90,12 +90,12 @@ class BucketBatchStore(BatchStore):
             conditional.write(self.path(MARKER), marker, None)
         except conditional.Conflict:
             pass  # another run marked it first
-        self._laid_out = True
+        self.laid_out = True
 
     def change(self, edit):
         """Apply ``edit`` to the manifest and write it back if it changed, conditionally on
         its ETag; on a conflict the manifest is read again and ``edit`` applied anew."""
-        if not self._laid_out:
+        if not self.laid_out:
             self._lay_out()
         for _ in range(CHANGE_ATTEMPTS):
             manifest, etag = self._read_tagged()
