@@ -184,6 +184,9 @@ class SelectConfig(Section):
     n_components: list[int] = option([1, 2, 3, 4, 5, 6], low=1)
     covariance_types: list[str] = option(["full", "diag"], choices=COVARIANCE_TYPES)
     criterion: str = option("bic", choices=CRITERIA)
+    # Also a BayesianGaussianMixture of the largest n_components per covariance type: the
+    # components its prior keeps stand beside the criterion's choice in the table and plot.
+    bayesian: bool = False
 
     def check(self, key):
         for name in ("n_components", "covariance_types"):

@@ -255,3 +255,27 @@ def test_a_bayesian_model_section_gives_the_estimator_its_priors():
     assert estimator.get_params()["covariance_prior"] == [1.0, 2.0]
     plain = JobConfig.from_dict({**spec, "model": {"n_components": 4}}).model.estimator()
     assert type(plain) is GaussianMixture
+
+
+def test_the_select_job_puts_a_bayesian_fit_beside_its_grid(tmp_path):
+    import csv
+
+    from conftest import write_zarr
+    from jobs_helpers import job, run_spec
+
+    source = write_zarr(tmp_path / "rows.zarr", clusters(1200))
+    spec = job("select", source, tmp_path / "out",
+               select={"n_components": [2, 4, 6], "covariance_types": ["full", "diag"],
+                       "bayesian": True},
+               model={"max_iter": 1000})
+    status, log = run_spec(tmp_path, spec)
+    assert status == 0, log
+    with open(tmp_path / "out" / "scores.csv") as table:
+        rows = list(csv.DictReader(table))
+    bayesian = [row for row in rows if row["kind"] == "bayesian"]
+    assert [row["covariance_type"] for row in bayesian] == ["full", "diag"]
+    assert all(row["n_components"] == "4" and row["upper_bound"] == "6" and row["bic"] == ""
+               for row in bayesian)
+    assert sum(row["kind"] == "gaussian" for row in rows) == 6
+    assert "bayesian: full 4, diag 4" in log
+    assert (tmp_path / "out" / "criterion.png").stat().st_size > 0
