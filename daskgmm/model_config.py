@@ -9,6 +9,8 @@ model on every run. The priors apply to ``kind: bayesian`` only.
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from .options import BAYESIAN_MIXTURE_PARAMETERS, GAUSSIAN_MIXTURE_PARAMETERS
 from .schema import ConfigError, Section, option
 
@@ -87,9 +89,14 @@ class ModelConfig(Section):
 _PRIOR_DEFAULTS = {name: BAYESIAN_MIXTURE_PARAMETERS[name].default for name in PRIORS}
 
 
-def effective_components(model):
-    """How many components a fitted model uses: all of a GaussianMixture's, those of a
+def effective_mask(model):
+    """Which components a fitted model uses: all of a GaussianMixture's, those of a
     BayesianGaussianMixture whose weight is at least :data:`EFFECTIVE_WEIGHT`."""
     if not hasattr(model, "weight_concentration_"):
-        return int(model.n_components)
-    return int((model.weights_ >= EFFECTIVE_WEIGHT).sum())
+        return np.ones(model.n_components, dtype=bool)
+    return np.asarray(model.weights_) >= EFFECTIVE_WEIGHT
+
+
+def effective_components(model):
+    """How many components a fitted model uses (see :func:`effective_mask`)."""
+    return int(effective_mask(model).sum())

@@ -221,6 +221,21 @@ def test_the_segment_auto_config_reports_the_components_the_prior_kept(tmp_path)
     assert 2 <= kept < 10
     assert f"effective_components {kept}" in out
     assert f"the prior kept {kept} of 10 components" in err
+    from PIL import Image
+
+    preview = np.asarray(Image.open(tmp_path / "out" / "previews" / "image-0000.png"))
+    assert 2 <= len(np.unique(preview.reshape(-1, 3), axis=0)) <= kept
+
+
+def test_preview_colours_come_from_the_used_components_only():
+    from daskgmm.pipelines.render import component_colours
+
+    means = np.array([[0.0, 0.0, 0.0], [100.0, 0.0, 0.0], [1000.0, 50.0, 50.0], [90.0, 1.0, 1.0]])
+    used = np.array([True, True, False, False])
+    colours = component_colours(means, np.float32, used=used)
+    np.testing.assert_array_equal(colours[:2], component_colours(means[:2], np.float32))
+    np.testing.assert_array_equal(colours[2], colours[1])  # each unused: its nearest used
+    np.testing.assert_array_equal(colours[3], colours[1])
 
 
 @pytest.mark.parametrize("model, key", [
@@ -267,7 +282,8 @@ def test_the_select_job_puts_a_bayesian_fit_beside_its_grid(tmp_path):
     spec = job("select", source, tmp_path / "out",
                select={"n_components": [2, 4, 6], "covariance_types": ["full", "diag"],
                        "bayesian": True},
-               model={"max_iter": 1000})
+               model={"max_iter": 1000, "kind": "bayesian",
+                      "weight_concentration_prior_type": "dirichlet_distribution"})
     status, log = run_spec(tmp_path, spec)
     assert status == 0, log
     with open(tmp_path / "out" / "scores.csv") as table:

@@ -14,7 +14,7 @@ SERIES_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
                   (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
-def component_colours(means, input_dtype, channels=None):
+def component_colours(means, input_dtype, channels=None, used=None):
     """Return one RGB colour per component from its mean, in the input's units.
 
     Parameters
@@ -27,12 +27,20 @@ def component_colours(means, input_dtype, channels=None):
     channels : list of int, optional
         Three channels to show as red, green and blue, or one to show as grey; the first three
         (or the first, with fewer than three channels) when None.
+    used : ndarray of bool of shape (n_components,), optional
+        The components the model uses (a Bayesian mixture's effective ones); only their means
+        set the stretch, and each other component takes the colour of the used one nearest
+        to it. All when None.
 
     Returns
     -------
     ndarray of shape (n_components, 3), dtype uint8
     """
     means = np.asarray(means, dtype=np.float64)
+    used = np.ones(len(means), dtype=bool) if used is None or not np.any(used) else used
+    nearest = np.flatnonzero(used)[np.argmin(
+        ((means[:, None] - means[used][None]) ** 2).sum(-1), axis=1)]
+    means = means[nearest]  # a used component is its own nearest
     if channels is None:
         channels = [0, 1, 2] if means.shape[1] >= 3 else [0]
     shown = means[:, channels]

@@ -29,6 +29,7 @@ import numpy as np
 from daskgmm import store
 from daskgmm.config import ConfigError
 from daskgmm.kernels import float_dtype_of
+from daskgmm.model_config import effective_mask
 from daskgmm.storage import sibling
 
 from .inputs import resolve_source
@@ -219,10 +220,10 @@ def _read_previews(output, step):
 
 def _write_previews(output, fitted, input_dtype, channels, previews):
     """Write one PNG per image of ``previews``, pixels painted with their component's mean
-    colour."""
+    colour (a Bayesian mixture's: only its effective components' colours)."""
     means = fitted.model.means_
     if fitted.scaler is not None:
         means = fitted.scaler.inverse(means)
-    colours = component_colours(means, input_dtype, channels)
+    colours = component_colours(means, input_dtype, channels, effective_mask(fitted.model))
     for i, picture in previews:
         output.write_png(f"previews/image-{i:04d}.png", colour_labels(picture, colours))

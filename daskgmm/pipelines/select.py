@@ -23,14 +23,13 @@ import logging
 from daskgmm import BayesianGaussianMixture, ModelSelection, select_model
 from daskgmm.config import SelectConfig
 from daskgmm.model_config import effective_components
-from daskgmm.options import BAYESIAN_MIXTURE_PARAMETERS
+from daskgmm.options import BAYESIAN_MIXTURE_PARAMETERS, GAUSSIAN_MIXTURE_PARAMETERS
 
 from .inputs import resolve_table
 from .job_model import Fitted, finite_rows, training_features
 from .outputs import job_output
 from .plan import Plan, describe_checkpoint, prepare_job
 from .render import line_plot
-from .training import estimator
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +64,12 @@ def prepare(config, resume=False):
 
 
 def _grid_params(model_config):
-    """The model section's GaussianMixture parameters other than those the grid varies."""
-    params = estimator(model_config).get_params()
-    for name in ("n_components", "covariance_type", "warm_start", "verbose", "verbose_interval",
-                 "weights_init", "means_init", "precisions_init", "block_rows", "persist"):
-        params.pop(name)
-    return params
+    """The model section's GaussianMixture parameters other than those the grid varies (the
+    grid is of Gaussian mixtures whatever ``model.kind``; the priors serve ``bayesian``)."""
+    return {name: value for name, value in model_config.estimator_params().items()
+            if name in GAUSSIAN_MIXTURE_PARAMETERS and name not in (
+                "n_components", "covariance_type", "warm_start", "verbose", "verbose_interval",
+                "block_rows", "persist")}
 
 
 def _fit_grid(prepared, X):
