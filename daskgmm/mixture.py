@@ -15,6 +15,7 @@ import numpy as np
 
 from . import covariance as cov
 from .base import BaseMixture, EMRun, FitState
+from .online import OnlineMixin
 from .init import initial_stats
 from .kernels import make_log_density, raise_if_nonfinite
 from .options import GAUSSIAN_MIXTURE_PARAMETERS, defaults
@@ -50,7 +51,7 @@ class MixtureParams:
         return (self.weights @ self.means) / self.weights.sum()
 
 
-class GaussianMixture(BaseMixture):
+class GaussianMixture(OnlineMixin, BaseMixture):
     """Gaussian mixture fitted by EM, on NumPy, Dask or Zarr arrays of any size.
 
     A drop-in for :class:`sklearn.mixture.GaussianMixture`: from the same initial parameters it
@@ -98,6 +99,10 @@ class GaussianMixture(BaseMixture):
         Fan-in of the tree that merges the statistics of the chunks.
     block_rows : int, default=None
         Rows per block for in-memory NumPy input (about 8 MB of float64 when None).
+    learning_decay : float, default=0.7
+        In (0.5, 1]: how fast :meth:`partial_fit`'s steps shrink, ``(t + offset) ** -decay``.
+    learning_offset : float, default=10.0
+        The ``offset`` of that schedule: larger values make the first steps smaller.
 
     Attributes
     ----------
@@ -160,6 +165,8 @@ class GaussianMixture(BaseMixture):
         persist=_DEFAULT["persist"],
         split_every=_DEFAULT["split_every"],
         block_rows=_DEFAULT["block_rows"],
+        learning_decay=_DEFAULT["learning_decay"],
+        learning_offset=_DEFAULT["learning_offset"],
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -178,6 +185,8 @@ class GaussianMixture(BaseMixture):
         self.persist = persist
         self.split_every = split_every
         self.block_rows = block_rows
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ the EM template's pieces
 

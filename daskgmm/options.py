@@ -62,6 +62,9 @@ GAUSSIAN_MIXTURE_PARAMETERS = {
     "means_init": Parameter("initial"),
     "precisions_init": Parameter("initial"),
     "random_state": Parameter("random_state"),
+    # partial_fit's step sizes, (t + offset) ** -decay (scikit-learn's online LDA's names).
+    "learning_decay": Parameter("float", 0.7, low=0.5),
+    "learning_offset": Parameter("float", 10.0, low=0.0),
 }
 
 
@@ -69,7 +72,8 @@ GAUSSIAN_MIXTURE_PARAMETERS = {
 # data, as scikit-learn's; the fit checks what depends on it, e.g. degrees of freedom > D - 1).
 BAYESIAN_MIXTURE_PARAMETERS = {
     **{name: parameter for name, parameter in GAUSSIAN_MIXTURE_PARAMETERS.items()
-       if name not in ("weights_init", "means_init", "precisions_init")},
+       if name not in ("weights_init", "means_init", "precisions_init", "learning_decay",
+                       "learning_offset")},
     "weight_concentration_prior_type": Parameter(
         "choice", "dirichlet_process", choices=("dirichlet_process", "dirichlet_distribution")),
     "weight_concentration_prior": Parameter("float", None, low=0.0, nullable=True),
