@@ -6,6 +6,7 @@ iteration is one pass of the fused per-chunk kernel (:func:`daskgmm.kernels.em_b
 M-step on the merged statistics; a subclass supplies the model's pieces.
 """
 
+import logging
 import time
 import warnings
 from abc import ABCMeta, abstractmethod
@@ -17,6 +18,7 @@ import numpy as np
 from .engine import map_reduce, map_rows
 from .evaluation import label_block, proba_block, score_block
 from .fit_log import log_iteration, log_run_end, log_run_start
+from .init import initial_stats
 from .kernels import em_pass_block, raise_if_nonfinite
 from .sklearn_compat import BaseEstimator, ConvergenceWarning, DensityMixin, NotFittedError
 from .threads import single_threaded_blas
@@ -27,6 +29,9 @@ from .validation import (
     check_X,
     row_data,
 )
+
+
+logger = logging.getLogger("daskgmm")
 
 
 @dataclass
@@ -253,6 +258,16 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
             log_iteration(self, run.n_iter, run.lower_bound, change,
                           time.perf_counter() - iteration_start)
         log_run_end(self, run.lower_bound, run.converged, time.perf_counter() - started)
+
+    def _initial_stats(self, source, random_state):
+        """The statistics of one pass under ``init_params``' initial responsibilities, logged."""
+        started, passes = time.perf_counter(), source.n_passes
+        stats = initial_stats(source, self.n_components, self.init_params, self.covariance_type,
+                              random_state, self.split_every)
+        logger.info("initialization %s: %d passes over the data (%.3fs)", self.init_params,
+                    source.n_passes - passes, time.perf_counter() - started)
+        raise_if_nonfinite(stats.n_nonfinite)
+        return stats
 
     def _e_step(self, source, params):
         """One pass over the data: the merged sufficient statistics of the E-step under params."""

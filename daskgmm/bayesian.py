@@ -7,7 +7,6 @@ posterior's expected log-densities. The priors, the posterior's updates and the 
 """
 
 import logging
-import time
 
 import numpy as np
 
@@ -15,7 +14,6 @@ from . import covariance as cov
 from . import variational
 from .base import BaseMixture
 from .engine import map_reduce
-from .init import initial_stats
 from .kernels import em_pass_block, make_log_density, raise_if_nonfinite
 from .options import BAYESIAN_MIXTURE_PARAMETERS, defaults
 from .sampling import draw_rows
@@ -198,13 +196,7 @@ default='dirichlet_process'
 
     def _initial_parameters(self, source, random_state):
         """The posterior under the initial responsibilities (scikit-learn's ``_initialize``)."""
-        started, passes = time.perf_counter(), source.n_passes
-        stats = initial_stats(source, self.n_components, self.init_params, self.covariance_type,
-                              random_state, self.split_every)
-        logger.info("initialization %s: %d passes over the data (%.3fs)", self.init_params,
-                    source.n_passes - passes, time.perf_counter() - started)
-        raise_if_nonfinite(stats.n_nonfinite)
-        return self._posterior(stats, source)
+        return self._posterior(self._initial_stats(source, random_state), source)
 
     def _posterior(self, stats, source):
         return variational.posterior(stats, self._priors, self.reg_covar, self.covariance_type,

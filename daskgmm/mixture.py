@@ -7,7 +7,6 @@ re-seeding of components that lost their weight).
 """
 
 import logging
-import time
 import warnings
 from dataclasses import dataclass
 
@@ -16,8 +15,7 @@ import numpy as np
 from . import covariance as cov
 from .base import BaseMixture, EMRun, FitState
 from .online import OnlineMixin
-from .init import initial_stats
-from .kernels import make_log_density, raise_if_nonfinite
+from .kernels import make_log_density
 from .options import GAUSSIAN_MIXTURE_PARAMETERS, defaults
 from .sampling import draw_rows
 from .sklearn_compat import ComponentReseedWarning
@@ -206,12 +204,7 @@ class GaussianMixture(OnlineMixin, BaseMixture):
         weights, means, precisions = self.weights_init, self.means_init, self.precisions_init
         covariances = None
         if weights is None or means is None or precisions is None:
-            started, passes = time.perf_counter(), source.n_passes
-            stats = initial_stats(source, self.n_components, self.init_params,
-                                  self.covariance_type, random_state, self.split_every)
-            logger.info("initialization %s: %d passes over the data (%.3fs)", self.init_params,
-                        source.n_passes - passes, time.perf_counter() - started)
-            raise_if_nonfinite(stats.n_nonfinite)
+            stats = self._initial_stats(source, random_state)
             padded_counts, fitted_means, covariances = cov.estimate_gaussian_parameters(
                 stats, self.reg_covar, self.covariance_type, cov.count_padding(source.dtype)
             )
