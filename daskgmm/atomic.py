@@ -3,12 +3,17 @@
 Staging folders are named ``.daskgmm-staging-<random>`` (a name only daskgmm makes, of fixed
 length whatever the target's name) and hold a marker naming their kind, their target and the
 process writing them, so a later job can tell its own dead leftovers from anything else and
-remove them (:func:`remove_dead_staging`).
+remove them (:func:`remove_dead_staging`). A staging folder is born with its marker: it is made
+as a draft, ``.daskgmm-draft-<host>-<pid>-<random>``, whose name says whose it is, and renamed
+once marked; a job killed at any moment so leaves nothing a later job cannot attribute.
 """
 
 import ctypes
 import errno as _errno
+import hashlib
 import os
+import re
+import socket
 import shutil
 import time
 import uuid
@@ -18,8 +23,10 @@ from pathlib import Path
 from . import object_output, object_record
 from .storage import is_url
 from .ownership import (
+    MARKER,
     foreign_entries,
     is_dead_staging,
+    process_is_gone,
     read_marker,
     remove_owned,
     write_marker,
@@ -27,8 +34,11 @@ from .ownership import (
 
 STAGING_PREFIX = ".daskgmm-staging-"
 RETIRED_PREFIX = ".daskgmm-retired-"
-# Seconds a new staging folder may stay empty before its marker is written.
+DRAFT_PREFIX = ".daskgmm-draft-"
+# Seconds after which another host's draft (whose process cannot be asked) is taken as dead.
 MARKER_GRACE = 60
+_DRAFT_NAME = re.compile(re.escape(DRAFT_PREFIX) + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}")
+_MARKER_FILE = re.compile(re.escape(MARKER) + r"(\.\d+)?")  # the marker or one being written
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
 
 
@@ -55,13 +65,56 @@ def folder_exists(path):
     return object_record.holds(path) if is_url(path) else os.path.lexists(path)
 
 
+def _host_tag(host=None):
+    """A fixed-length tag of a host's name, for the names of drafts."""
+    return hashlib.sha256((host or socket.gethostname()).encode()).hexdigest()[:8]
+
+
 def new_staging(parent, kind, target):
-    """Create and return an empty staging folder in ``parent`` for ``target`` (a path's name)."""
-    Path(parent).mkdir(parents=True, exist_ok=True)
-    staging = Path(parent) / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
-    staging.mkdir()
-    write_marker(staging, kind, target, complete=False)
+    """Create and return an empty staging folder in ``parent`` for ``target`` (a path's name),
+    its marker already in it."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    draft = parent / f"{DRAFT_PREFIX}{_host_tag()}-{os.getpid()}-{name}"
+    draft.mkdir()
+    write_marker(draft, kind, target, complete=False)
+    staging = parent / f"{STAGING_PREFIX}{name}"
+    os.rename(draft, staging)
     return staging
+
+
+def holds_only_markers(folder):
+    """Whether ``folder`` holds nothing but a marker or markers being written (or nothing)."""
+    try:
+        return all(_MARKER_FILE.fullmatch(child.name) and child.is_file()
+                   and not child.is_symlink() for child in Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def is_dead_draft(folder, stale_after=MARKER_GRACE):
+    """Whether ``folder`` is a draft of :func:`new_staging` whose process died before renaming
+    it (on another host: one unchanged for ``stale_after`` seconds)."""
+    folder = Path(folder)
+    match = _DRAFT_NAME.fullmatch(folder.name)
+    if match is None or folder.is_symlink() or not holds_only_markers(folder):
+        return False
+    if match["host"] == _host_tag():
+        return process_is_gone(socket.gethostname(), int(match["pid"]))
+    try:
+        return time.time() - folder.stat().st_mtime > stale_after
+    except FileNotFoundError:
+        return False
+
+
+def is_unborn_staging(folder):
+    """Whether ``folder`` is a staging folder with no marker that holds nothing: the remains
+    of one whose removal was cut short (or, from earlier versions, whose marker never came).
+    Nobody writes into such a folder any more, so it may go at once."""
+    folder = Path(folder)
+    return (folder.name.startswith(STAGING_PREFIX) and not folder.is_symlink()
+            and read_marker(folder) is None and holds_only_markers(folder))
 
 
 def commit(staging, path, kind):
@@ -77,7 +130,8 @@ def commit(staging, path, kind):
     if not os.path.lexists(path):
         os.replace(staging, path)
     elif _exchange_directories(staging, path):
-        remove_owned(staging)  # the old folder now
+        with suppress(FileNotFoundError):  # another job may take the old folder for garbage
+            remove_owned(staging)  # the old folder now
     else:
         retired = path.with_name(f"{RETIRED_PREFIX}{uuid.uuid4().hex}")
         os.replace(path, retired)
@@ -129,8 +183,13 @@ def remove_dead_staging(parent, kind, target=None, stale_after=None):
     removed = 0
     for folder in parent.glob(f"{STAGING_PREFIX}*"):
         if folder.is_dir() and not folder.is_symlink() and (
-                is_dead_staging(folder, kind, target, stale_after) or _is_abandoned(folder)):
+                is_dead_staging(folder, kind, target, stale_after) or is_unborn_staging(folder)):
             with suppress(FileNotFoundError):  # another job removed it first
+                remove_owned(folder)
+            removed += 1
+    for folder in parent.glob(f"{DRAFT_PREFIX}*"):
+        if is_dead_draft(folder):
+            with suppress(FileNotFoundError):
                 remove_owned(folder)
             removed += 1
     for folder in parent.glob(f"{RETIRED_PREFIX}*"):
@@ -138,14 +197,6 @@ def remove_dead_staging(parent, kind, target=None, stale_after=None):
             remove_owned(folder)
             removed += 1
     return removed
-
-
-def _is_abandoned(folder):
-    """An empty staging folder whose writer died before its marker: it holds nothing at all."""
-    try:
-        return not any(folder.iterdir()) and time.time() - folder.stat().st_mtime > MARKER_GRACE
-    except FileNotFoundError:
-        return False
 
 
 def _is_retired_copy(folder, kind, target):

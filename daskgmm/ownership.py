@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import time
+from contextlib import suppress
 from pathlib import Path
 
 MARKER = ".daskgmm.json"
@@ -68,7 +69,8 @@ def remove_owned(folder):
         else:
             child.unlink()
     (folder / MARKER).unlink(missing_ok=True)
-    folder.rmdir()
+    with suppress(FileNotFoundError):  # a job tidying leftovers took the empty folder first
+        folder.rmdir()
 
 
 def write_marker(folder, kind, target, complete):

@@ -309,6 +309,11 @@ def test_leftovers_of_dead_runs_are_removed_and_those_of_live_ones_kept(client, 
     dead = [left_by_a_dead_run(store / ".staging", kind, target)
             for kind, target in (("batch-result", "a.png"), ("model", "x.zarr"),
                                  ("batch-lock", "lock"))]
+    sealed = left_by_a_dead_run(store / ".staging", "model", "y.zarr")  # killed as it swapped
+    (sealed / MARKER).write_text(json.dumps({**read_marker(sealed), "entries": []}))
+    unborn = store / ".staging" / f"{atomic.STAGING_PREFIX}{uuid.uuid4().hex}"
+    unborn.mkdir()  # killed as it removed one, after its marker
+    dead += [sealed, unborn]
     live = atomic.new_staging(store / ".staging", "batch-result", "b.png")  # this process's
     earlier = store / "results" / f".b.png.incomplete-{HOST}-{dead_pid()}-89abcdef"
     earlier.mkdir()

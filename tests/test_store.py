@@ -1,9 +1,11 @@
 """Fitted models survive saving to Zarr, pickling and cloning; bad targets are refused cleanly."""
 
+import hashlib
 import json
 import os
 import pickle
 import re
+import socket
 import subprocess
 import sys
 
@@ -16,7 +18,8 @@ from sklearn.exceptions import NotFittedError
 
 from conftest import COVARIANCE_TYPES, FITTED_ARRAYS, make_blobs
 from daskgmm import GaussianMixture, store
-from daskgmm.atomic import atomic_directory, new_staging, remove_dead_staging
+from daskgmm.atomic import (DRAFT_PREFIX, STAGING_PREFIX, atomic_directory, new_staging,
+                            remove_dead_staging)
 from daskgmm.ownership import MARKER, read_marker
 
 N_COMPONENTS = 3
@@ -220,6 +223,31 @@ def test_overwrite_swaps_old_for_new_and_leaves_no_sibling(tmp_path):
     assert (path / "version").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert read_marker(path)["entries"] == ["version"]
+
+
+def test_what_a_job_killed_while_making_or_removing_a_staging_folder_leaves_goes_at_once(
+        tmp_path):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    staging = new_staging(tmp_path, "output", "out")
+    tag = staging.name.removeprefix(STAGING_PREFIX)
+    assert read_marker(staging)["kind"] == "output"  # born marked
+    assert not any(p.name.startswith(DRAFT_PREFIX) for p in tmp_path.iterdir())
+    host = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]  # drafts' host tag
+    dead_draft = tmp_path / f"{DRAFT_PREFIX}{host}-{int(finished.stdout)}-{'1' * 32}"
+    dead_draft.mkdir()
+    (dead_draft / f"{MARKER}.{int(finished.stdout)}").write_text('{"format": "daskg')  # cut
+    live_draft = tmp_path / f"{DRAFT_PREFIX}{host}-{os.getpid()}-{'2' * 32}"
+    live_draft.mkdir()
+    kept = tmp_path / f"{DRAFT_PREFIX}{host}-{int(finished.stdout)}-{'3' * 32}"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("a user's")  # not a draft's: never removed
+    unborn = tmp_path / f"{STAGING_PREFIX}{'4' * 32}"  # a removal cut after the marker went
+    unborn.mkdir()
+    assert remove_dead_staging(tmp_path, "output", "out") == 2
+    assert not dead_draft.exists() and not unborn.exists()
+    assert live_draft.is_dir() and (kept / "notes.txt").is_file() and staging.is_dir()
+    assert re.fullmatch("[0-9a-f]{32}", tag)
 
 
 def test_stale_staging_of_a_dead_job_is_removed_but_a_running_jobs_is_kept(tmp_path):

@@ -1,9 +1,10 @@
 """What dead runs left in a batch store: staging folders and earlier versions' temporary names.
 
 A writer is dead when its process is gone; a process of another host cannot be asked, so there
-it is dead once it has been silent for ``batch.claim_timeout`` seconds. A staging folder is its
-writer's while the process its marker names lives; a sealed or unmarked one (being swapped in,
-or swapped out and deleted) is dead once it has not changed for ``claim_timeout`` seconds. The
+it is dead once it has been silent for ``batch.claim_timeout`` seconds. A staging folder (or
+its draft) is its writer's while the process its marker (or name) names lives; a sealed one
+swapped out by a later writer is dead too once it has not changed for ``claim_timeout``
+seconds, and an unmarked one holding nothing (its removal cut short) is dead at once. The
 temporary names of earlier versions are matched by strict patterns and deleted when their
 process is gone: the manifest's ``.manifest.json.<8 hex>`` (written only under the lock, so
 dead when its holder finds it), ``.lock.stale-<8 hex>`` (a stale lock moved aside; dead when
@@ -50,22 +51,23 @@ def dead_staging(staging, stale_after):
     staging : Path
         The store's ``.staging/``.
     stale_after : float
-        Seconds after which a sealed or unmarked folder, unchanged, is dead.
+        Seconds after which another host's folder, or a sealed one, unchanged, is dead.
     """
     if not staging.is_dir():
         return []
-    dead = []
-    for folder in sorted(staging.iterdir()):
-        if not _STAGING_NAME.fullmatch(folder.name) or folder.is_symlink() or \
-                not folder.is_dir():
-            continue
-        marker = read_marker(folder)
-        if marker is None or "entries" in marker:
-            if _unchanged_for(folder, stale_after):
-                dead.append(folder)
-        elif is_dead_staging(folder, marker["kind"], stale_after=stale_after):
-            dead.append(folder)
-    return dead
+    return [folder for folder in sorted(staging.iterdir()) if _is_dead(folder, stale_after)]
+
+
+def _is_dead(folder, stale_after):
+    if atomic.is_dead_draft(folder, stale_after) or atomic.is_unborn_staging(folder):
+        return True
+    if not _STAGING_NAME.fullmatch(folder.name) or folder.is_symlink() or not folder.is_dir():
+        return False
+    marker = read_marker(folder)
+    if marker is None:  # not daskgmm's way of leaving it: only what changes no more is dead
+        return _unchanged_for(folder, stale_after)
+    return is_dead_staging(folder, marker["kind"], stale_after=stale_after) or (
+        "entries" in marker and _unchanged_for(folder, stale_after))
 
 
 def old_leftovers(root, keep, lock_timeout, stale_after):
