@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import dask.array as da
 import numpy as np
 
-from .engine import map_reduce, map_rows
-from .evaluation import label_block, proba_block, score_block
+from .engine import map_reduce
 from .fit_log import log_iteration, log_run_end, log_run_start
+from .inference import FittedMixture
 from .init import initial_stats
 from .kernels import em_pass_block, raise_if_nonfinite
-from .sklearn_compat import BaseEstimator, ConvergenceWarning, DensityMixin, NotFittedError
+from .sklearn_compat import BaseEstimator, ConvergenceWarning, DensityMixin
 from .threads import single_threaded_blas
 from .validation import (
     as_random_state,
@@ -49,6 +49,8 @@ class EMRun:
         Components re-seeded so far.
     start_bound : float
         What the first iteration's change is measured from (-inf, or a warm start's bound).
+    online : object
+        An online run's :class:`daskgmm.online.OnlineState`; None for batch EM.
     """
 
     params: object
@@ -56,6 +58,7 @@ class EMRun:
     converged: bool = False
     n_reseeded: int = 0
     start_bound: float = -np.inf
+    online: object = None
 
     @property
     def n_iter(self):
@@ -102,8 +105,9 @@ class FitState:
     random_state: tuple = None
 
 
-class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
-    """Base of daskgmm's mixture estimators: the one EM loop, and inference from its result.
+class BaseMixture(FittedMixture, DensityMixin, BaseEstimator, metaclass=ABCMeta):
+    """Base of daskgmm's mixture estimators: the one EM loop (inference from its result is
+    :class:`daskgmm.inference.FittedMixture`'s).
 
     A subclass has the parameters of :class:`~daskgmm.GaussianMixture` that the loop reads
     (``n_components``, ``covariance_type``, ``tol``, ``max_iter``, ``n_init``, ``random_state``,
@@ -185,7 +189,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         n_features = self.n_features_in_ if self._warm_starts() else None
         X = check_X(X, n_components=self.n_components, n_features=n_features)
         weights = check_sample_weight(sample_weight, X)
-        if self.persist and isinstance(X, da.Array):
+        if self.persist and isinstance(X, da.Array) and not self._streams():
             X, weights = X.persist(), None if weights is None else weights.persist()
         self._fit_source(row_data(X, weights, self.block_rows), callback or _unwatched, resume)
         return self
@@ -199,6 +203,10 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         """
         self.fit(X, sample_weight=sample_weight)
         return self.predict(X)
+
+    def _streams(self):
+        """Whether ``fit`` reads the data by mini-batches (online), not whole every pass."""
+        return False
 
     def _warm_starts(self):
         """Whether the next ``fit`` starts from the fitted parameters."""
@@ -226,7 +234,7 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
                 state.init, state.current = init + 1, None
                 callback(state)
         self._set_fitted(state.best, source)
-        if not self.converged_ and self.max_iter > 0:
+        if not self.converged_ and self.max_iter > 0 and not self._streams():
             warnings.warn("Best performing initialization did not converge. Try different init "
                           "parameters, or increase max_iter, tol, or check for degenerate data.",
                           ConvergenceWarning)
@@ -285,65 +293,6 @@ class BaseMixture(DensityMixin, BaseEstimator, metaclass=ABCMeta):
         self.lower_bounds_ = [float(bound) for bound in run.lower_bounds]
         self.n_features_in_ = source.n_features
         self.n_reseeded_ = run.n_reseeded
-
-    # ------------------------------------------------------------------ inference
-
-    def _check_fitted(self):
-        if not hasattr(self, "means_"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
-                "appropriate arguments before using this estimator."
-            )
-
-    def _map_fitted(self, X, row_fn, **kwargs):
-        """Apply a per-row kernel of :mod:`daskgmm.evaluation` to X under the fitted model."""
-        self._check_fitted()
-        source = row_data(check_X(X, n_features=self.n_features_in_), None, self.block_rows)
-        return map_rows(source, row_fn, self.log_density(source.dtype), **kwargs)
-
-    def log_density(self, dtype=np.float64):
-        """The fitted mixture as a :class:`~daskgmm.kernels.LogDensity` for rows of ``dtype``:
-        what :func:`daskgmm.evaluation.evaluate_rows` evaluates, block by block."""
-        self._check_fitted()
-        return self._log_density_of(self._get_parameters(), dtype)
-
-    def score_samples(self, X):
-        """Return the log-likelihood of every row under the model.
-
-        Returns
-        -------
-        log_prob : ndarray or dask.array.Array of shape (n_samples,)
-            Lazy (same row chunks) for Dask input.
-        """
-        return self._map_fitted(X, score_block)
-
-    def score(self, X, y=None):
-        """Return the mean log-likelihood of the rows of X (computed, also for Dask input)."""
-        return self._mean_log_likelihood(X)[0]
-
-    def _mean_log_likelihood(self, X):
-        """Return the mean log-likelihood of X's rows and their number."""
-        log_prob = self.score_samples(X)
-        mean = log_prob.mean()
-        return float(mean.compute() if isinstance(mean, da.Array) else mean), log_prob.shape[0]
-
-    def predict(self, X):
-        """Return the most probable component of every row.
-
-        Returns
-        -------
-        labels : ndarray or dask.array.Array of shape (n_samples,)
-        """
-        return self._map_fitted(X, label_block, dtype=np.int64)
-
-    def predict_proba(self, X):
-        """Return every row's posterior probability of each component.
-
-        Returns
-        -------
-        resp : ndarray or dask.array.Array of shape (n_samples, n_components)
-        """
-        return self._map_fitted(X, proba_block, n_columns=self.n_components)
 
 
 def _unwatched(state):

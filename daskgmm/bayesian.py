@@ -16,7 +16,6 @@ from .base import BaseMixture
 from .engine import map_reduce
 from .kernels import em_pass_block, make_log_density, raise_if_nonfinite
 from .options import BAYESIAN_MIXTURE_PARAMETERS, defaults
-from .sampling import draw_rows
 from .variational import VariationalParams
 
 __all__ = ["BayesianGaussianMixture"]
@@ -242,32 +241,6 @@ default='dirichlet_process'
             params.precisions_cholesky, self.covariance_type).astype(dtype)
 
     # ------------------------------------------------------------------ sampling, persistence
-
-    def sample(self, n_samples=1):
-        """Draw random rows from the fitted mixture (its expected weights, means and
-        covariances, as scikit-learn draws them).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,)
-        """
-        self._check_fitted()
-        return draw_rows(self, n_samples)
-
-    def save(self, path, overwrite=False):
-        """Write the fitted model to a Zarr group at ``path`` (atomically; see ``load``)."""
-        from .model_format import save_model
-
-        self._check_fitted()
-        save_model(self, path, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path, storage_options=None):
-        """Read a model written by ``save``: of the estimator its format records."""
-        from .model_format import load_model
-
-        return load_model(path, cls, storage_options)
 
 
 def _data_moments(source, split_every):

@@ -18,6 +18,8 @@ from .mixture import MixtureParams
 from .generation_store import location
 from .variational import VariationalParams
 from .model_format import read_model_group, write_model_group
+from .online import OnlineState
+from .statistics import SufficientStats
 from .store import open_node
 
 exists = atomic.folder_exists
@@ -36,6 +38,8 @@ def _write_run(group, run):
         if isinstance(value, tuple):  # a Dirichlet process's two concentrations
             pairs.append(field.name)
         group.create_array(field.name, data=np.asarray(value, dtype=np.float64))
+    if run.online is not None:
+        _write_online(group.create_group("online"), run.online)
     group.attrs.update({"lower_bounds": [float(b) for b in run.lower_bounds],
                         "converged": bool(run.converged), "n_reseeded": int(run.n_reseeded),
                         "start_bound": float(run.start_bound),
@@ -49,8 +53,31 @@ def _read_run(group):
     for field in dataclasses.fields(cls):
         value = group[field.name][...]
         values[field.name] = tuple(value) if field.name in attrs.get("pairs", ()) else value
+    online = _read_online(group["online"]) if "online" in group else None
     return EMRun(cls(**values), list(attrs["lower_bounds"]), attrs["converged"],
-                 attrs["n_reseeded"], attrs["start_bound"])
+                 attrs["n_reseeded"], attrs["start_bound"], online)
+
+
+def _write_online(group, online):
+    """An online run's state: its counters as attributes, its running statistics as arrays."""
+    group.attrs.update({"seed": online.seed, "threads": online.threads,
+                        "passes": online.passes, "position": online.position,
+                        "pass_bound": float(online.pass_bound),
+                        "running": online.running is not None})
+    if online.running is not None:
+        for field in dataclasses.fields(SufficientStats):
+            group.create_array(field.name, data=np.asarray(getattr(online.running, field.name)))
+
+
+def _read_online(group):
+    attrs = group.attrs
+    running = None
+    if attrs["running"]:
+        values = {field.name: group[field.name][...] for field in dataclasses.fields(SufficientStats)}
+        running = SufficientStats(**{name: value.item() if value.ndim == 0 else value
+                                     for name, value in values.items()})
+    return OnlineState(attrs["seed"], attrs["threads"], running, attrs["passes"],
+                       attrs["position"], attrs["pass_bound"])
 
 
 def write_fit_state(path, state, extra=None):

@@ -240,3 +240,31 @@ def n_parameters(covariance_type, n_components, n_features):
 def is_symmetric_positive_definite(matrix):
     """Return True when ``matrix`` is symmetric and all its eigenvalues are positive."""
     return bool(np.allclose(matrix, matrix.T) and np.all(np.linalg.eigvalsh(matrix) > 0.0))
+
+
+def implied_statistics(weights, means, covariances, reg_covar, covariance_type):
+    """The M-step undone: statistics per unit weight (about the mixture's mean) from which
+    :func:`estimate_gaussian_parameters` gives these parameters back, ``reg_covar`` and all.
+
+    Where online EM continues a model fitted in batch, these stand in for its running
+    statistics.
+    """
+    from .statistics import SufficientStats
+
+    reference = weights @ means
+    shift = means - reference
+    n_features = means.shape[1]
+    unregularised = covariances - (np.eye(n_features) * reg_covar if covariance_type in
+                                   ("full", "tied") else reg_covar)
+    if covariance_type == "full":
+        second = weights[:, None, None] * (unregularised + np.einsum("kd,ke->kde", shift, shift))
+    elif covariance_type == "tied":
+        second = unregularised + np.einsum("k,kd,ke->de", weights, shift, shift)
+    elif covariance_type == "diag":
+        second = weights[:, None] * (unregularised + shift ** 2)
+    else:
+        second = weights * (n_features * unregularised + np.einsum("kd,kd->k", shift, shift))
+    first = weights[:, None] * shift
+    return SufficientStats(reference=reference, counts=weights.copy(), first=first,
+                           second=second, total_weight=1.0, pooled_first=first.sum(axis=0),
+                           pooled_count=1.0)

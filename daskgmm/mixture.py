@@ -17,7 +17,6 @@ from .base import BaseMixture, EMRun, FitState
 from .online import OnlineMixin
 from .kernels import make_log_density
 from .options import GAUSSIAN_MIXTURE_PARAMETERS, defaults
-from .sampling import draw_rows
 from .sklearn_compat import ComponentReseedWarning
 from .validation import (
     check_means_init,
@@ -97,10 +96,19 @@ class GaussianMixture(OnlineMixin, BaseMixture):
         Fan-in of the tree that merges the statistics of the chunks.
     block_rows : int, default=None
         Rows per block for in-memory NumPy input (about 8 MB of float64 when None).
-    learning_decay : float, default=0.7
-        In (0.5, 1]: how fast :meth:`partial_fit`'s steps shrink, ``(t + offset) ** -decay``.
-    learning_offset : float, default=10.0
+    learning_method : {'batch', 'online'}, default='batch'
+        'online': ``fit`` is online EM over mini-batches (see :meth:`partial_fit`), the data
+        visited in a seeded shuffled order of chunks, ``max_passes`` times at most.
+    learning_decay : float, default=0.6
+        In (0.5, 1]: how fast online steps shrink, ``(t + learning_offset) ** -decay``.
+    learning_offset : float, default=1.0
         The ``offset`` of that schedule: larger values make the first steps smaller.
+    batch_size : int, default=None
+        Rows of an online mini-batch; None: a wave of one chunk per worker thread.
+    max_passes : int, default=2
+        Online: passes over the data at most (fewer once a pass changes the bound < ``tol``).
+    shuffle : bool, default=True
+        Online: visit the chunks in an order drawn from ``random_state`` (False: in order).
 
     Attributes
     ----------
@@ -163,8 +171,12 @@ class GaussianMixture(OnlineMixin, BaseMixture):
         persist=_DEFAULT["persist"],
         split_every=_DEFAULT["split_every"],
         block_rows=_DEFAULT["block_rows"],
+        learning_method=_DEFAULT["learning_method"],
         learning_decay=_DEFAULT["learning_decay"],
         learning_offset=_DEFAULT["learning_offset"],
+        batch_size=_DEFAULT["batch_size"],
+        max_passes=_DEFAULT["max_passes"],
+        shuffle=_DEFAULT["shuffle"],
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -183,8 +195,12 @@ class GaussianMixture(OnlineMixin, BaseMixture):
         self.persist = persist
         self.split_every = split_every
         self.block_rows = block_rows
+        self.learning_method = learning_method
         self.learning_decay = learning_decay
         self.learning_offset = learning_offset
+        self.batch_size = batch_size
+        self.max_passes = max_passes
+        self.shuffle = shuffle
 
     # ------------------------------------------------------------------ the EM template's pieces
 
@@ -262,6 +278,14 @@ class GaussianMixture(OnlineMixin, BaseMixture):
         """The mean (sample-weighted) log-likelihood of the E-step that gave ``stats``."""
         return stats.log_likelihood / stats.total_weight
 
+    def _statistics_of(self, params):
+        """Per unit weight, the statistics whose M-step gives ``params``, for online steps from
+        a model fitted in batch; their log-likelihood is the model's lower bound."""
+        stats = cov.implied_statistics(params.weights, params.means, params.covariances,
+                                       self.reg_covar, self.covariance_type)
+        stats.log_likelihood = float(self.lower_bound_)
+        return stats
+
     def _get_parameters(self):
         return MixtureParams(
             self.weights_.astype(np.float64),
@@ -279,7 +303,7 @@ class GaussianMixture(OnlineMixin, BaseMixture):
             params.precisions_cholesky, self.covariance_type
         ).astype(dtype)
 
-    # ------------------------------------------------------------------ criteria, sampling
+    # ------------------------------------------------------------------ criteria
 
     def bic(self, X):
         """Bayesian information criterion of the model on X (lower is better)."""
@@ -293,39 +317,3 @@ class GaussianMixture(OnlineMixin, BaseMixture):
 
     def _n_parameters(self):
         return cov.n_parameters(self.covariance_type, self.n_components, self.means_.shape[1])
-
-    def sample(self, n_samples=1):
-        """Draw random rows from the fitted mixture.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,)
-            The component each row was drawn from.
-        """
-        self._check_fitted()
-        return draw_rows(self, n_samples)
-
-    # ------------------------------------------------------------------ persistence
-
-    def save(self, path, overwrite=False):
-        """Write the fitted model to a Zarr group at ``path`` (atomically; see ``load``)."""
-        from .model_format import save_model
-
-        self._check_fitted()
-        save_model(self, path, overwrite=overwrite)
-
-    @classmethod
-    def load(cls, path, storage_options=None):
-        """Read a model written by :meth:`save`.
-
-        Parameters
-        ----------
-        path : str or Path
-            A local folder or an fsspec URL (``s3://bucket/model.zarr``).
-        storage_options : dict, optional
-            The fsspec filesystem's options for a URL, as for ``zarr.open_group``.
-        """
-        from .model_format import load_model
-
-        return load_model(path, cls, storage_options)

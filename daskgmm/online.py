@@ -1,17 +1,28 @@
-"""Online EM (stepwise EM; Cappé & Moulines 2009): ``partial_fit``, one step per mini-batch.
+"""Online EM (stepwise EM; Cappé & Moulines 2009): ``partial_fit``, and ``fit`` by mini-batches.
 
 The estimator keeps running sufficient statistics per unit of weight. Each batch's own are
 blended in, ``s <- (1 - eta_t) s + eta_t s_batch`` with ``eta_t = (t + offset) ** -decay`` (the
 names and schedule of scikit-learn's online LDA: ``learning_decay``, ``learning_offset``), and
 the M-step then runs on the blend. A batch's statistics are those a batch-EM pass computes, so a
 step costs one pass over the batch alone. The same batches in the same order give the same
-bits.
+bits. ``fit(X)`` with ``learning_method="online"`` is ``partial_fit`` over the waves of
+:mod:`daskgmm.waves`: the first wave initialises, then every later one takes a step, pass
+after pass, inside the EM template's loop (so checkpoints and ``resume`` work as for batch EM).
 """
+
+import logging
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
+from .base import EMRun
+from .fit_log import log_iteration, log_run_end
 from .statistics import SufficientStats
 from .validation import as_random_state, check_sample_weight, check_X, row_data
+from .waves import WavePlan, available_threads, wave_rows
+
+logger = logging.getLogger("daskgmm")
 
 
 def step_size(step, decay, offset):
@@ -43,6 +54,13 @@ def recentred(stats, reference, covariance_type):
         worst_scores=stats.worst_scores, worst_points=stats.worst_points)
 
 
+def order_seed(random_state):
+    """A seed for the passes' orders, from ``random_state``'s position without drawing from it:
+    the initialisation then draws what ``partial_fit``'s first call draws."""
+    _, key, position, _, _ = random_state.get_state()
+    return int(np.random.default_rng([*key.tolist(), position]).integers(2 ** 31))
+
+
 def per_unit_weight(stats, scale=1.0):
     """``stats`` divided by their total weight (times ``scale``): a batch's average."""
     factor = scale / stats.total_weight
@@ -62,19 +80,51 @@ def blend(running, batch, eta, covariance_type):
             + per_unit_weight(batch, eta))
 
 
+@dataclass
+class OnlineState:
+    """Where an online fit stands, beside its :class:`~daskgmm.base.EMRun` (whose
+    ``lower_bounds`` hold one running bound per step).
+
+    Attributes
+    ----------
+    seed : int
+        Draws every pass's order of pieces (:class:`daskgmm.waves.WavePlan`).
+    threads : int
+        The threads the waves were cut for (kept, so a resume cuts the same waves).
+    running : SufficientStats or None
+        The running statistics, per unit weight; None before the first step.
+    passes : int
+        Passes finished.
+    position : int
+        The next wave of the running pass (the first pass starts at 1: wave 0 initialised).
+    pass_bound : float
+        The running bound at the end of the last pass (-inf before the first).
+    """
+
+    seed: int
+    threads: int
+    running: SufficientStats = None
+    passes: int = 0
+    position: int = 0
+    pass_bound: float = -np.inf
+
+
 class OnlineMixin:
-    """``partial_fit`` for an estimator of the EM template (:class:`daskgmm.base.BaseMixture`)
-    with ``learning_decay`` and ``learning_offset`` parameters."""
+    """``partial_fit`` and ``fit(learning_method="online")`` for an estimator of the EM template
+    (:class:`daskgmm.base.BaseMixture`) with the parameters ``learning_method``,
+    ``learning_decay``, ``learning_offset``, ``batch_size``, ``max_passes`` and ``shuffle``."""
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """Take one online EM step on the batch X (the first call initialises from it).
 
-        The first call initialises the parameters from its batch (``init_params`` or the
-        ``*_init`` arguments); each later call blends the batch's statistics into the running
-        ones with the step ``(t + learning_offset) ** -learning_decay`` (``t`` counts the steps,
-        from 1) and runs the M-step on them. After every call the estimator predicts and scores.
-        ``lower_bound_`` is the running estimate of the mean log-likelihood per row: the batches'
-        own under the parameters before their step, blended as the statistics are.
+        The first call on an unfitted estimator initialises the parameters from its batch
+        (``init_params`` or the ``*_init`` arguments); each later call (or the first on a
+        fitted one) blends the batch's statistics into the running ones with the step
+        ``(t + learning_offset) ** -learning_decay`` (``t`` counts the steps, from 1) and runs
+        the M-step on them. A model fitted in batch starts from the statistics its parameters
+        imply. After every call the estimator predicts and scores. ``lower_bound_`` is the
+        running estimate of the mean log-likelihood per row: the batches' own under the
+        parameters before their step, blended as the statistics are.
 
         Parameters
         ----------
@@ -87,13 +137,8 @@ class OnlineMixin:
         -------
         self : object
         """
-        from .validation import check_estimator_params
-
-        check_estimator_params(self, self._parameter_table)
-        if not 0.5 < self.learning_decay <= 1.0:
-            raise ValueError("learning_decay must be in (0.5, 1] for online EM to converge; "
-                             f"got {self.learning_decay!r}.")
-        started = hasattr(self, "online_steps_")
+        self._check_online_params()
+        started = hasattr(self, "means_")
         X = check_X(X, n_components=None if started else self.n_components,
                     n_features=self.n_features_in_ if started else None)
         source = row_data(X, check_sample_weight(sample_weight, X), self.block_rows)
@@ -103,15 +148,32 @@ class OnlineMixin:
             self._online_stats, self.online_steps_, self.lower_bounds_ = None, 0, []
             self._set_online(params, source, -np.inf)
             return self
-        params = self._get_parameters()
-        stats = self._e_step(source, params)
-        eta = step_size(self.online_steps_ + 1, self.learning_decay, self.learning_offset)
-        self._online_stats = blend(self._online_stats, stats, eta, self.covariance_type)
-        self.online_steps_ += 1
-        new_params, _ = self._m_step(self._online_stats, source)
-        self.lower_bounds_.append(float(self._online_stats.log_likelihood))
-        self._set_online(new_params, source, self._online_stats.log_likelihood)
+        steps = getattr(self, "online_steps_", 0)
+        # None right after the initialising call; absent for a model fitted in batch or loaded.
+        running = self._online_stats if hasattr(self, "_online_stats") else \
+            self._statistics_of(self._get_parameters())
+        self._online_stats, params = self._online_step(running, self._get_parameters(),
+                                                       source, steps + 1)
+        self.online_steps_ = steps + 1
+        self.lower_bounds_ = [*getattr(self, "lower_bounds_", []),
+                              float(self._online_stats.log_likelihood)]
+        self._set_online(params, source, self._online_stats.log_likelihood)
         return self
+
+    def _check_online_params(self):
+        from .validation import check_estimator_params
+
+        check_estimator_params(self, self._parameter_table)
+        if not 0.5 < self.learning_decay <= 1.0:
+            raise ValueError("learning_decay must be in (0.5, 1] for online EM to converge; "
+                             f"got {self.learning_decay!r}.")
+
+    def _online_step(self, running, params, source, step):
+        """One step on the batch ``source``: return the new running statistics and parameters."""
+        stats = self._e_step(source, params)
+        eta = step_size(step, self.learning_decay, self.learning_offset)
+        running = blend(running, stats, eta, self.covariance_type)
+        return running, self._m_step(running, source)[0]
 
     def _set_online(self, params, source, lower_bound):
         self._set_parameters(params, source.dtype)
@@ -120,3 +182,64 @@ class OnlineMixin:
         self.n_iter_ = self.online_steps_
         self.lower_bound_ = float(lower_bound)
         self.n_reseeded_ = 0
+
+    # ------------------------------------------------------------- fit(learning_method="online")
+
+    def _streams(self):
+        return self.learning_method == "online"
+
+    def _initial_run(self, source, random_state, do_init):
+        """An online run at its start: initialised from the first wave only (or warm)."""
+        if not self._streams():
+            return super()._initial_run(source, random_state, do_init)
+        self._check_online_params()
+        online = OnlineState(seed=order_seed(random_state), threads=available_threads(source))
+        if not do_init:
+            run = super()._initial_run(source, random_state, do_init)
+            online.running = getattr(self, "_online_stats", None) or \
+                self._statistics_of(run.params)
+            online.pass_bound = run.start_bound
+        else:
+            first = self._plan(source, online).waves(online.seed, 0, self.shuffle)[0]
+            run = EMRun(self._initial_parameters(wave_rows(source, first), random_state))
+            online.position = 1
+        run.online = online
+        return run
+
+    def _plan(self, source, online):
+        return WavePlan.of(source, self.batch_size, online.threads)
+
+    def _run_em(self, source, state, callback):
+        """Online runs: step through the waves, pass after pass, until ``max_passes`` or
+        a pass changes the running bound by less than ``tol``."""
+        if not self._streams():
+            return super()._run_em(source, state, callback)
+        run, started = state.current, time.perf_counter()
+        online = run.online
+        plan = self._plan(source, online)
+        while online.passes < self.max_passes and not run.converged:
+            pass_start = time.perf_counter()
+            waves = plan.waves(online.seed, online.passes, self.shuffle)
+            while online.position < len(waves):
+                batch = wave_rows(source, waves[online.position])
+                online.running, run.params = self._online_step(
+                    online.running, run.params, batch, run.n_iter + 1)
+                run.lower_bounds.append(float(online.running.log_likelihood))
+                online.position += 1
+                callback(state)
+            online.passes, online.position = online.passes + 1, 0
+            change = run.lower_bound - online.pass_bound
+            online.pass_bound = run.lower_bound
+            run.converged = abs(change) < self.tol
+            log_iteration(self, online.passes, run.lower_bound, change,
+                          time.perf_counter() - pass_start)
+        log_run_end(self, run.lower_bound, run.converged, time.perf_counter() - started)
+
+    def _set_fitted(self, run, source):
+        super()._set_fitted(run, source)
+        self.online_steps_ = 0
+        self.__dict__.pop("_online_stats", None)  # partial_fit then starts from the model
+        if run.online is not None:
+            self._online_stats = run.online.running
+            self.online_steps_ = run.n_iter
+            self.n_iter_ = run.online.passes

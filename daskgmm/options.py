@@ -62,18 +62,25 @@ GAUSSIAN_MIXTURE_PARAMETERS = {
     "means_init": Parameter("initial"),
     "precisions_init": Parameter("initial"),
     "random_state": Parameter("random_state"),
-    # partial_fit's step sizes, (t + offset) ** -decay (scikit-learn's online LDA's names).
-    "learning_decay": Parameter("float", 0.7, low=0.5),
-    "learning_offset": Parameter("float", 10.0, low=0.0),
+    # Online EM: fit by mini-batches, and the steps' sizes, (t + offset) ** -decay (scikit-learn's
+    # online LDA's names; smaller defaults than its 0.7 and 10, as a wave is a large batch).
+    "learning_method": Parameter("choice", "batch", choices=("batch", "online")),
+    "learning_decay": Parameter("float", 0.6, low=0.5),
+    "learning_offset": Parameter("float", 1.0, low=0.0),
+    "batch_size": Parameter("int", None, low=1, nullable=True),
+    "max_passes": Parameter("int", 2, low=1),
+    "shuffle": Parameter("bool", True),
 }
+
+ONLINE_PARAMETERS = ("learning_method", "learning_decay", "learning_offset", "batch_size",
+                     "max_passes", "shuffle")
 
 
 # BayesianGaussianMixture's: the same, without initial values, with the priors (None: from the
 # data, as scikit-learn's; the fit checks what depends on it, e.g. degrees of freedom > D - 1).
 BAYESIAN_MIXTURE_PARAMETERS = {
     **{name: parameter for name, parameter in GAUSSIAN_MIXTURE_PARAMETERS.items()
-       if name not in ("weights_init", "means_init", "precisions_init", "learning_decay",
-                       "learning_offset")},
+       if name not in ("weights_init", "means_init", "precisions_init", *ONLINE_PARAMETERS)},
     "weight_concentration_prior_type": Parameter(
         "choice", "dirichlet_process", choices=("dirichlet_process", "dirichlet_distribution")),
     "weight_concentration_prior": Parameter("float", None, low=0.0, nullable=True),
