@@ -63,6 +63,7 @@ def _write_online(group, online):
     group.attrs.update({"seed": online.seed, "threads": online.threads,
                         "passes": online.passes, "position": online.position,
                         "pass_bound": float(online.pass_bound),
+                        "steps_before": online.steps_before,
                         "running": online.running is not None})
     if online.running is not None:
         for field in dataclasses.fields(SufficientStats):
@@ -73,11 +74,12 @@ def _read_online(group):
     attrs = group.attrs
     running = None
     if attrs["running"]:
-        values = {field.name: group[field.name][...] for field in dataclasses.fields(SufficientStats)}
+        values = {field.name: group[field.name][...]
+                  for field in dataclasses.fields(SufficientStats)}
         running = SufficientStats(**{name: value.item() if value.ndim == 0 else value
                                      for name, value in values.items()})
     return OnlineState(attrs["seed"], attrs["threads"], running, attrs["passes"],
-                       attrs["position"], attrs["pass_bound"])
+                       attrs["position"], attrs["pass_bound"], attrs["steps_before"])
 
 
 def write_fit_state(path, state, extra=None):

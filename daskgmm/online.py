@@ -99,6 +99,8 @@ class OnlineState:
         The next wave of the running pass (the first pass starts at 1: wave 0 initialised).
     pass_bound : float
         The running bound at the end of the last pass (-inf before the first).
+    steps_before : int
+        Steps the model had taken before this fit (a warm start's): the schedule goes on.
     """
 
     seed: int
@@ -107,6 +109,7 @@ class OnlineState:
     passes: int = 0
     position: int = 0
     pass_bound: float = -np.inf
+    steps_before: int = 0
 
 
 class OnlineMixin:
@@ -199,6 +202,7 @@ class OnlineMixin:
             online.running = getattr(self, "_online_stats", None) or \
                 self._statistics_of(run.params)
             online.pass_bound = run.start_bound
+            online.steps_before = getattr(self, "online_steps_", 0)
         else:
             first = self._plan(source, online).waves(online.seed, 0, self.shuffle)[0]
             run = EMRun(self._initial_parameters(wave_rows(source, first), random_state))
@@ -223,7 +227,7 @@ class OnlineMixin:
             while online.position < len(waves):
                 batch = wave_rows(source, waves[online.position])
                 online.running, run.params = self._online_step(
-                    online.running, run.params, batch, run.n_iter + 1)
+                    online.running, run.params, batch, online.steps_before + run.n_iter + 1)
                 run.lower_bounds.append(float(online.running.log_likelihood))
                 online.position += 1
                 callback(state)
@@ -241,5 +245,5 @@ class OnlineMixin:
         self.__dict__.pop("_online_stats", None)  # partial_fit then starts from the model
         if run.online is not None:
             self._online_stats = run.online.running
-            self.online_steps_ = run.n_iter
+            self.online_steps_ = run.online.steps_before + run.n_iter
             self.n_iter_ = run.online.passes

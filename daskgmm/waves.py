@@ -47,9 +47,8 @@ class WavePlan:
         for start, stop in zip(bounds[:-1], bounds[1:]):
             # A chunk larger than a batch is cut so that a batch spans a piece per thread.
             split = batch_size is not None and stop - start > batch_size
-            parts = -(-(stop - start) // most) if split else 1
-            edges = np.linspace(start, stop, parts + 1).round().astype(int)
-            pieces += [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+            edges = [*range(start, stop, most), stop] if split else [start, stop]
+            pieces += list(zip(edges[:-1], edges[1:]))
         return cls(tuple(pieces), batch_size, threads)
 
     def order(self, seed, pass_index, shuffle=True):
