@@ -34,23 +34,25 @@ from worker_probes import CountingStore, chunk_reads, reset_chunk_reads  # noqa:
 
 # ---------------------------------------------------------------------------- data
 
-def generating_mixture(n_features, n_components, seed=SEED):
-    """Return the weights, means and covariances (K, D, D) the rows are drawn from."""
+def generating_mixture(n_features, n_components, seed=SEED, spread=4.0):
+    """Return the weights, means and covariances (K, D, D) the rows are drawn from (the means
+    drawn with standard deviation ``spread``: smaller, more overlap)."""
     rng = np.random.default_rng([seed, n_features, n_components])
     weights = 1.0 + rng.random(n_components)
-    means = rng.normal(scale=4.0, size=(n_components, n_features))
+    means = rng.normal(scale=spread, size=(n_components, n_features))
     factors = rng.normal(scale=0.6, size=(n_components, n_features, n_features))
     covariances = factors @ factors.transpose(0, 2, 1) + 0.2 * np.eye(n_features)
     return weights / weights.sum(), means, covariances
 
 
-def mixture_rows(n_rows, n_features, n_components, block, dtype=np.float64, seed=SEED):
+def mixture_rows(n_rows, n_features, n_components, block, dtype=np.float64, seed=SEED,
+                 spread=4.0):
     """Rows ``block`` of the dataset: ``n_rows`` draws from the generating mixture.
 
     Each block holds a multinomial draw of rows from every component, component after
     component (EM does not care about the order of rows within a block).
     """
-    weights, means, covariances = generating_mixture(n_features, n_components, seed)
+    weights, means, covariances = generating_mixture(n_features, n_components, seed, spread)
     rng = np.random.default_rng([seed, n_features, n_components, block])
     counts = rng.multinomial(n_rows, weights)
     rows = np.empty((n_rows, n_features), dtype=dtype)
@@ -61,12 +63,13 @@ def mixture_rows(n_rows, n_features, n_components, block, dtype=np.float64, seed
     return rows
 
 
-def lazy_mixture(n_rows, n_features, n_components, chunk_rows, dtype=np.float64, seed=SEED):
+def lazy_mixture(n_rows, n_features, n_components, chunk_rows, dtype=np.float64, seed=SEED,
+                 spread=4.0):
     """A lazy Dask array of the dataset, one generated block per row chunk."""
     def block(block_info=None):
         info = block_info[None]
         return mixture_rows(info["chunk-shape"][0], n_features, n_components,
-                            info["chunk-location"][0], dtype, seed)
+                            info["chunk-location"][0], dtype, seed, spread)
 
     chunks = (_row_chunks(n_rows, chunk_rows), (n_features,))
     return da.map_blocks(block, chunks=chunks, dtype=dtype, meta=np.empty((0, 0), dtype))

@@ -17,9 +17,13 @@ from .base import EMRun, FitState
 from .mixture import MixtureParams
 from .generation_store import location
 from .variational import VariationalParams
-from .model_format import read_model_group, write_model_group
+from .model_format import (
+    read_model_group,
+    read_statistics,
+    write_model_group,
+    write_statistics,
+)
 from .online import OnlineState
-from .statistics import SufficientStats
 from .store import open_node
 
 exists = atomic.folder_exists
@@ -66,18 +70,12 @@ def _write_online(group, online):
                         "steps_before": online.steps_before,
                         "running": online.running is not None})
     if online.running is not None:
-        for field in dataclasses.fields(SufficientStats):
-            group.create_array(field.name, data=np.asarray(getattr(online.running, field.name)))
+        write_statistics(group.create_group("running"), online.running)
 
 
 def _read_online(group):
     attrs = group.attrs
-    running = None
-    if attrs["running"]:
-        values = {field.name: group[field.name][...]
-                  for field in dataclasses.fields(SufficientStats)}
-        running = SufficientStats(**{name: value.item() if value.ndim == 0 else value
-                                     for name, value in values.items()})
+    running = read_statistics(group["running"]) if attrs["running"] else None
     return OnlineState(attrs["seed"], attrs["threads"], running, attrs["passes"],
                        attrs["position"], attrs["pass_bound"], attrs["steps_before"])
 

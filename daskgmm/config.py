@@ -62,10 +62,22 @@ class InputConfig(Section):
 
 @dataclass
 class TrainingConfig(Section):
-    """Which rows (or valid pixels) the model is fitted on, and how they are scaled."""
+    """Which rows (or valid pixels) the model is fitted on, how they are scaled, and how the
+    model is fitted: by batch EM, or by online EM over mini-batches (``method: online``, with
+    the estimator's ``batch_size`` and ``max_passes``)."""
 
     sample: int | None = option(None, low=1)
     standardize: bool = False
+    method: str = option("batch", choices=("batch", "online"))
+    batch_size: int | None = option(None, low=1)
+    max_passes: int = option(2, low=1)
+
+    def estimator_params(self):
+        """The estimator's parameters this section sets (none for batch EM)."""
+        if self.method == "batch":
+            return {}
+        return {"learning_method": "online", "batch_size": self.batch_size,
+                "max_passes": self.max_passes}
 
 
 @dataclass
@@ -255,6 +267,15 @@ class JobConfig(Section):
 
     def _check_model(self):
         model = self.model
+        if self.training.method == "online" and (model.kind == "bayesian" or (
+                self.select is not None and self.select.bayesian)):
+            raise ConfigError("online fitting is GaussianMixture's; set model.kind: gaussian "
+                              "(and select.bayesian: false), or training.method: batch",
+                              "training.method")
+        if model.update == "online" and (self.batch is None or model.kind == "bayesian"):
+            raise ConfigError("updates the model of a batch segment job from run to run (a "
+                              "GaussianMixture's); add a batch section, or remove it",
+                              "model.update")
         if self.pipeline == "select":
             if model.load is not None:
                 raise ConfigError("pipeline select fits its own models; remove model.load",

@@ -99,7 +99,7 @@ class GaussianMixture(OnlineMixin, BaseMixture):
     learning_method : {'batch', 'online'}, default='batch'
         'online': ``fit`` is online EM over mini-batches (see :meth:`partial_fit`), the data
         visited in a seeded shuffled order of chunks, ``max_passes`` times at most.
-    learning_decay : float, default=0.6
+    learning_decay : float, default=0.51
         In (0.5, 1]: how fast online steps shrink, ``(t + learning_offset) ** -decay``.
     learning_offset : float, default=1.0
         The ``offset`` of that schedule: larger values make the first steps smaller.
@@ -133,6 +133,10 @@ class GaussianMixture(OnlineMixin, BaseMixture):
         Number of features seen during ``fit``.
     n_reseeded_ : int
         Components re-seeded during the best initialisation because their weight vanished.
+    online_steps_ : int
+        Online EM steps taken (:meth:`partial_fit`, or ``fit`` online); 0 after batch EM.
+    online_statistics_ : SufficientStats
+        Online EM's running statistics, per unit weight, which the next step blends into.
 
     See Also
     --------
@@ -278,12 +282,12 @@ class GaussianMixture(OnlineMixin, BaseMixture):
         """The mean (sample-weighted) log-likelihood of the E-step that gave ``stats``."""
         return stats.log_likelihood / stats.total_weight
 
-    def _statistics_of(self, params):
-        """Per unit weight, the statistics whose M-step gives ``params``, for online steps from
-        a model fitted in batch; their log-likelihood is the model's lower bound."""
+    def _statistics_of(self, params, log_likelihood):
+        """Per unit weight, the statistics whose M-step gives ``params`` (and the mean
+        ``log_likelihood`` they come with): online EM's start from a model."""
         stats = cov.implied_statistics(params.weights, params.means, params.covariances,
                                        self.reg_covar, self.covariance_type)
-        stats.log_likelihood = float(self.lower_bound_)
+        stats.log_likelihood = float(log_likelihood)
         return stats
 
     def _get_parameters(self):

@@ -37,10 +37,12 @@ def estimator_option(name, **changes):
 class ModelConfig(Section):
     """The mixture to fit (``kind``: ``gaussian``, by EM, or ``bayesian``, variational, whose
     prior chooses how many of ``n_components`` the data use), or ``load``: a saved model to
-    apply instead of fitting."""
+    apply instead of fitting. In a batch segment job, ``update: online`` makes every run
+    continue the store's current model with its new inputs (one online EM step)."""
 
     load: str | None = None
     kind: str = option("gaussian", choices=MODEL_KINDS)
+    update: str = option("none", choices=("none", "online"))
     n_components: int | None = estimator_option("n_components", default=None)
     covariance_type: str = estimator_option("covariance_type")
     tol: float = estimator_option("tol")
@@ -71,10 +73,11 @@ class ModelConfig(Section):
     def estimator_params(self):
         """The keyword arguments of the estimator this section describes.
 
-        ``load``, ``kind`` and ``persist`` are the job's: the job persists the rows once,
-        before fitting, and the model does not record it among its parameters.
+        ``load``, ``kind``, ``update`` and ``persist`` are the job's: the job persists the
+        rows once, before fitting, and the model does not record it among its parameters.
         """
-        dropped = {"load", "kind", "persist", *(PRIORS if self.kind == "gaussian" else ())}
+        dropped = {"load", "kind", "update", "persist",
+                   *(PRIORS if self.kind == "gaussian" else ())}
         return {name: value for name, value in self.to_dict().items() if name not in dropped}
 
     def estimator(self, **overrides):

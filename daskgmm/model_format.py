@@ -1,11 +1,13 @@
 """The fitted model's Zarr format: a GaussianMixture's parameters and fitted values in a group.
 
 A saved model is a Zarr group holding one array per fitted array (``weights_``, ``means_``, ...)
-and ``lower_bounds_``, and the attributes ``format``, ``format_version``, ``params`` (the
-estimator's parameters) and ``fitted`` (its fitted scalars). A job adds its own attributes
+and ``lower_bounds_`` (and, after online EM, the group ``online_statistics_``), and the
+attributes ``format``, ``format_version``, ``params`` (the estimator's parameters) and
+``fitted`` (its fitted scalars). A job adds its own attributes
 (the scaling of the features, under ``preprocessing``).
 """
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from . import atomic
 from .guard import Guard
 from .generation_store import location
 from .storage import is_url, naming
+from .statistics import SufficientStats
 from .store import open_node
 
 MODEL_FORMAT = "daskgmm.GaussianMixture"
@@ -24,6 +27,8 @@ MODEL_FORMAT_VERSION = 1
 MODEL = "model"
 _FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 _FITTED_SCALARS = ("converged_", "n_iter_", "lower_bound_", "n_features_in_", "n_reseeded_")
+# A GaussianMixture's, beside: the online steps its statistics took (they go with the model).
+_ONLINE_SCALARS = ("online_steps_",)
 
 
 def _json_value(value):
@@ -53,6 +58,8 @@ def write_model_group(group, model):
             pairs.append(name)
         group.create_array(name, data=np.asarray(value))
     group.create_array("lower_bounds_", data=np.asarray(model.lower_bounds_, dtype=np.float64))
+    if getattr(model, "online_statistics_", None) is not None:  # online EM goes on from them
+        write_statistics(group.create_group("online_statistics_"), model.online_statistics_)
     params = {name: _json_value(value) for name, value in model.get_params().items()}
     group.attrs.update(
         {
@@ -65,10 +72,24 @@ def write_model_group(group, model):
     )
 
 
+def write_statistics(group, stats):
+    """Write sufficient statistics (float64, to the bit) as one array per field of a group."""
+    for field in dataclasses.fields(SufficientStats):
+        group.create_array(field.name, data=np.asarray(getattr(stats, field.name)))
+
+
+def read_statistics(group):
+    """The sufficient statistics :func:`write_statistics` wrote into ``group``."""
+    values = {field.name: group[field.name][...] for field in dataclasses.fields(SufficientStats)}
+    return SufficientStats(**{name: value.item() if value.ndim == 0 else value
+                              for name, value in values.items()})
+
+
 def _fitted_names(model):
     """The fitted arrays and scalars a model of its class saves."""
     extra_arrays, extra_scalars = getattr(model, "saved_attributes", ((), ()))
-    return _FITTED_ARRAYS + tuple(extra_arrays), _FITTED_SCALARS + tuple(extra_scalars)
+    online = tuple(name for name in _ONLINE_SCALARS if hasattr(model, name))
+    return _FITTED_ARRAYS + tuple(extra_arrays), _FITTED_SCALARS + tuple(extra_scalars) + online
 
 
 def estimator_class(model_format):
@@ -117,6 +138,8 @@ def read_model_group(group, cls=None):
     model.lower_bounds_ = group["lower_bounds_"][...].tolist()
     for name, value in attrs["fitted"].items():
         setattr(model, name, value)
+    if "online_statistics_" in group:
+        model.online_statistics_ = read_statistics(group["online_statistics_"])
     return model
 
 

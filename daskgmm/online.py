@@ -6,7 +6,7 @@ names and schedule of scikit-learn's online LDA: ``learning_decay``, ``learning_
 the M-step then runs on the blend. A batch's statistics are those a batch-EM pass computes, so a
 step costs one pass over the batch alone. The same batches in the same order give the same
 bits. ``fit(X)`` with ``learning_method="online"`` is ``partial_fit`` over the waves of
-:mod:`daskgmm.waves`: the first wave initialises, then every later one takes a step, pass
+:mod:`daskgmm.waves`: the first wave (or few) initialises, then every later one takes a step, pass
 after pass, inside the EM template's loop (so checkpoints and ``resume`` work as for batch EM).
 """
 
@@ -23,6 +23,10 @@ from .validation import as_random_state, check_sample_weight, check_X, row_data
 from .waves import WavePlan, available_threads, wave_rows
 
 logger = logging.getLogger("daskgmm")
+
+# A k-means cluster needs more than D rows for a regular covariance; 20 times that per
+# component leaves room for uneven clusters.
+INITIAL_ROWS_PER_PARAMETER = 20
 
 
 def step_size(step, decay, offset):
@@ -54,6 +58,18 @@ def recentred(stats, reference, covariance_type):
         worst_scores=stats.worst_scores, worst_points=stats.worst_points)
 
 
+def initial_waves(waves, n_components, n_features):
+    """How many of a pass's first waves an online fit initialises from: the first, or as many
+    as give ``INITIAL_ROWS_PER_PARAMETER`` rows per component and feature (plus one), so that
+    the clusters it starts from have regular covariances."""
+    needed, rows = INITIAL_ROWS_PER_PARAMETER * n_components * (n_features + 1), 0
+    for count, wave in enumerate(waves, start=1):
+        rows += sum(stop - start for start, stop in wave)
+        if rows >= needed:
+            return count
+    return len(waves)
+
+
 def order_seed(random_state):
     """A seed for the passes' orders, from ``random_state``'s position without drawing from it:
     the initialisation then draws what ``partial_fit``'s first call draws."""
@@ -73,11 +89,18 @@ def per_unit_weight(stats, scale=1.0):
 
 
 def blend(running, batch, eta, covariance_type):
-    """``(1 - eta) running + eta batch``, both per unit weight, about the batch's reference."""
+    """``(1 - eta) running + eta batch``, both per unit weight, about the batch's reference.
+
+    Running statistics implied by initial parameters have no log-likelihood (NaN): the blend's
+    is then the batch's.
+    """
     if running is None or eta >= 1.0:
         return per_unit_weight(batch)
-    return (per_unit_weight(recentred(running, batch.reference, covariance_type), 1.0 - eta)
-            + per_unit_weight(batch, eta))
+    blended = (per_unit_weight(recentred(running, batch.reference, covariance_type), 1.0 - eta)
+               + per_unit_weight(batch, eta))
+    if not np.isfinite(running.log_likelihood):
+        blended.log_likelihood = batch.log_likelihood / batch.total_weight
+    return blended
 
 
 @dataclass
@@ -92,11 +115,13 @@ class OnlineState:
     threads : int
         The threads the waves were cut for (kept, so a resume cuts the same waves).
     running : SufficientStats or None
-        The running statistics, per unit weight; None before the first step.
+        The running statistics, per unit weight (at first, those the initial parameters
+        imply, with a NaN log-likelihood).
     passes : int
         Passes finished.
     position : int
-        The next wave of the running pass (the first pass starts at 1: wave 0 initialised).
+        The next wave of the running pass (the first pass starts after the waves that
+        initialised: :func:`initial_waves`).
     pass_bound : float
         The running bound at the end of the last pass (-inf before the first).
     steps_before : int
@@ -148,19 +173,22 @@ class OnlineMixin:
         if not started:
             self._check_initial_parameters(source)
             params = self._initial_parameters(source, as_random_state(self.random_state))
-            self._online_stats, self.online_steps_, self.lower_bounds_ = None, 0, []
+            # The first step blends its batch with what the initial parameters imply, so
+            # that a small batch cannot leave a component with a singular covariance.
+            self.online_statistics_ = self._statistics_of(params, np.nan)
+            self.online_steps_, self.lower_bounds_ = 0, []
             self._set_online(params, source, -np.inf)
             return self
         steps = getattr(self, "online_steps_", 0)
-        # None right after the initialising call; absent for a model fitted in batch or loaded.
-        running = self._online_stats if hasattr(self, "_online_stats") else \
-            self._statistics_of(self._get_parameters())
-        self._online_stats, params = self._online_step(running, self._get_parameters(),
+        # Absent for a model fitted in batch, or loaded.
+        running = self.online_statistics_ if hasattr(self, "online_statistics_") else \
+            self._statistics_of(self._get_parameters(), self.lower_bound_)
+        self.online_statistics_, params = self._online_step(running, self._get_parameters(),
                                                        source, steps + 1)
         self.online_steps_ = steps + 1
         self.lower_bounds_ = [*getattr(self, "lower_bounds_", []),
-                              float(self._online_stats.log_likelihood)]
-        self._set_online(params, source, self._online_stats.log_likelihood)
+                              float(self.online_statistics_.log_likelihood)]
+        self._set_online(params, source, self.online_statistics_.log_likelihood)
         return self
 
     def _check_online_params(self):
@@ -199,14 +227,18 @@ class OnlineMixin:
         online = OnlineState(seed=order_seed(random_state), threads=available_threads(source))
         if not do_init:
             run = super()._initial_run(source, random_state, do_init)
-            online.running = getattr(self, "_online_stats", None) or \
-                self._statistics_of(run.params)
+            online.running = getattr(self, "online_statistics_", None) or \
+                self._statistics_of(run.params, run.start_bound)
             online.pass_bound = run.start_bound
             online.steps_before = getattr(self, "online_steps_", 0)
         else:
-            first = self._plan(source, online).waves(online.seed, 0, self.shuffle)[0]
+            waves = self._plan(source, online).waves(online.seed, 0, self.shuffle)
+            online.position = initial_waves(waves, self.n_components, source.n_features)
+            first = [piece for wave in waves[:online.position] for piece in wave]
+            logger.info("online initialization from %d rows (%d of %d waves)",
+                        sum(stop - start for start, stop in first), online.position, len(waves))
             run = EMRun(self._initial_parameters(wave_rows(source, first), random_state))
-            online.position = 1
+            online.running = self._statistics_of(run.params, np.nan)
         run.online = online
         return run
 
@@ -242,8 +274,8 @@ class OnlineMixin:
     def _set_fitted(self, run, source):
         super()._set_fitted(run, source)
         self.online_steps_ = 0
-        self.__dict__.pop("_online_stats", None)  # partial_fit then starts from the model
+        self.__dict__.pop("online_statistics_", None)  # partial_fit then starts from the model
         if run.online is not None:
-            self._online_stats = run.online.running
+            self.online_statistics_ = run.online.running
             self.online_steps_ = run.online.steps_before + run.n_iter
             self.n_iter_ = run.online.passes

@@ -65,7 +65,7 @@ GAUSSIAN_MIXTURE_PARAMETERS = {
     # Online EM: fit by mini-batches, and the steps' sizes, (t + offset) ** -decay (scikit-learn's
     # online LDA's names; smaller defaults than its 0.7 and 10, as a wave is a large batch).
     "learning_method": Parameter("choice", "batch", choices=("batch", "online")),
-    "learning_decay": Parameter("float", 0.6, low=0.5),
+    "learning_decay": Parameter("float", 0.51, low=0.5),
     "learning_offset": Parameter("float", 1.0, low=0.0),
     "batch_size": Parameter("int", None, low=1, nullable=True),
     "max_passes": Parameter("int", 2, low=1),

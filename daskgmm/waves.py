@@ -73,18 +73,30 @@ class WavePlan:
 
 def wave_rows(source, wave):
     """The engine's RowData of one wave's rows (lazy for Dask data: only they are read)."""
+    if source.is_dask:
+        return dask_row_data(*_wave_arrays(source, wave))
     data = [source.data[start:stop] for start, stop in wave]
     weights = None if source.weights is None else \
         [source.weights[start:stop] for start, stop in wave]
-    if source.is_dask:
-        return dask_row_data(da.concatenate(data), None if weights is None else
-                             da.concatenate(weights))
     joined = data[0] if len(data) == 1 else np.concatenate(data)
     if weights is not None:
         weights = weights[0] if len(weights) == 1 else np.concatenate(weights)
     # Blocks as partial_fit cuts the same rows, or a block per piece of a cut block.
     most = max(stop - start for start, stop in wave)
     return numpy_row_data(joined, weights, min(source.block_rows, most))
+
+
+def _wave_arrays(source, wave):
+    """A wave's rows (and weights) as Dask arrays: its whole chunks taken as they are (no copy,
+    no slicing task), or slices of cut ones."""
+    chunk_of = {start: index for index, start in enumerate(source.row_starts)}
+    stops = dict(zip(source.row_starts, [*source.row_starts[1:], source.n_rows]))
+    arrays = [source.data, source.weights]
+    if all(stops.get(start) == stop for start, stop in wave):
+        indices = [chunk_of[start] for start, _ in wave]
+        return [None if array is None else array.blocks[indices] for array in arrays]
+    return [None if array is None else da.concatenate([array[start:stop] for start, stop in wave])
+            for array in arrays]
 
 
 def available_threads(source):

@@ -233,7 +233,7 @@ JOB_DEFAULTS = {"n_components": None, "random_state": 0}
 def test_model_keys_take_the_estimator_s_defaults_ranges_and_choices():
     fields = {spec.name: spec for spec in dataclasses.fields(ModelConfig)}
     table = {**BAYESIAN_MIXTURE_PARAMETERS, **GAUSSIAN_MIXTURE_PARAMETERS}
-    for name in set(fields) - {"load", "kind"} - set(JOB_DEFAULTS):
+    for name in set(fields) - {"load", "kind", "update"} - set(JOB_DEFAULTS):
         parameter, spec = table[name], fields[name]
         assert spec.default == parameter.default, name
         assert spec.metadata["low"] == parameter.low, name
@@ -245,7 +245,7 @@ def test_the_model_section_builds_the_estimator_it_describes():
     model = ModelConfig.from_dict({"n_components": 4, "tol": 0.5, "persist": True, "load": None})
     params = model.estimator_params()
     assert set(params) == {spec.name for spec in dataclasses.fields(ModelConfig)} - {
-        "load", "kind", "persist", *PRIORS}  # a Gaussian mixture's: no priors
+        "load", "kind", "update", "persist", *PRIORS}  # a Gaussian mixture's: no priors
     assert set(params) <= set(GAUSSIAN_MIXTURE_PARAMETERS)
     bayesian = ModelConfig.from_dict({"n_components": 4, "kind": "bayesian"}).estimator_params()
     assert set(bayesian) == set(params) | set(PRIORS)

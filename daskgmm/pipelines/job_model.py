@@ -159,7 +159,8 @@ def fit_or_load_drawn(prepared, draw):
         return Fitted(prepared.loaded, prepared.scaler)
     fit_rows = draw()
     scaler, X = scaled_features(prepared.config, fit_rows)
-    model = fit_mixture(X, prepared.config.model, prepared.checkpoint, prepared.resumed)
+    model = fit_mixture(X, prepared.config.model, prepared.checkpoint, prepared.resumed,
+                        prepared.config.training)
     if prepared.config.model.kind == "bayesian":
         logger.info("the prior kept %d of %d components (expected weight >= %g)",
                     effective_components(model), model.n_components, EFFECTIVE_WEIGHT)
@@ -171,6 +172,9 @@ def model_summary(model):
     summary = {"n_components": int(model.n_components), "covariance_type": model.covariance_type,
                "converged": bool(model.converged_), "n_iter": int(model.n_iter_),
                "lower_bound": float(model.lower_bound_)}
+    if getattr(model, "learning_method", "batch") == "online":
+        summary.update(learning_method="online", passes=int(model.n_iter_),
+                       online_steps=int(model.online_steps_))
     if hasattr(model, "weight_concentration_"):  # a Bayesian mixture: how many the data use
         summary["kind"] = "bayesian"
         summary["effective_components"] = effective_components(model)

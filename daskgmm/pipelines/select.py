@@ -81,7 +81,8 @@ def _fit_grid(prepared, X):
     for k, covariance_type in cells[len(selection.table):]:
         logger.info("fitting n_components=%d covariance_type=%s", k, covariance_type)
         cell = select_model(X, n_components=[k], covariance_types=[covariance_type],
-                            criterion=grid.criterion, **_grid_params(config.model))
+                            criterion=grid.criterion, **_grid_params(config.model),
+                            **config.training.estimator_params())
         selection.add(*cell.table, cell.best_model)
         prepared.checkpoint.save({"best": selection.best_model}, {"rows": selection.table})
     return tuple(selection)

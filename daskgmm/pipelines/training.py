@@ -215,8 +215,9 @@ def estimator(config, **overrides):
     return config.estimator(**overrides)
 
 
-def fit_mixture(X, config, checkpoint, resumed=None):
-    """Fit the ``model`` section's GaussianMixture on X with the estimator's own loop.
+def fit_mixture(X, config, checkpoint, resumed=None, training=None):
+    """Fit the ``model`` section's mixture on X with the estimator's own loop (online EM when
+    the ``training`` section says so).
 
     Parameters
     ----------
@@ -227,10 +228,12 @@ def fit_mixture(X, config, checkpoint, resumed=None):
         Saves the fit's state as it goes.
     resumed : FitState, optional
         The state a killed job saved: the fit continues from it to the uninterrupted model.
+    training : TrainingConfig, optional
 
     Returns
     -------
     GaussianMixture
     """
     checkpoint.discard_partial()
-    return estimator(config).fit(X, callback=checkpoint.save_fit, resume=resumed)
+    online = {} if training is None else training.estimator_params()
+    return estimator(config, **online).fit(X, callback=checkpoint.save_fit, resume=resumed)
