@@ -77,6 +77,10 @@ class RowData:
         """The floating dtype the per-row work runs in."""
         return float_dtype_of(self.data.dtype)
 
+    def shape(self):
+        """The :class:`RowShape` of these rows."""
+        return RowShape(self.n_rows, self.n_features, self.dtype)
+
     @property
     def n_blocks(self):
         return len(self.row_starts)
@@ -121,6 +125,16 @@ class RowData:
     def _chunks_held(self):
         """Whether every chunk is data already (persisted), not a task to compute."""
         return all(isinstance(item, TaskRef) for item in self._data_inputs)
+
+
+@dataclass(frozen=True)
+class RowShape:
+    """The rows, features and dtype of a :class:`RowData`: what an M-step reads of its data,
+    small enough to go into a task (see :mod:`daskgmm.online`)."""
+
+    n_rows: int
+    n_features: int
+    dtype: object
 
 
 def numpy_row_data(data, weights, block_rows=None):

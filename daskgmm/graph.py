@@ -30,8 +30,10 @@ _CLIENT_MERGE_BYTES = 4 * 2**20
 def reduction_graph(source, block_fn, args, split_every):
     """Build a graph mapping ``block_fn`` over the chunks and merging the results' partial trees.
 
-    ``source`` is the :class:`daskgmm.engine.RowData` of a Dask array. Returns the Delayed
-    partial trees left for the client to merge (:func:`client_merges`).
+    ``source`` is the :class:`daskgmm.engine.RowData` of a Dask array; ``args`` are the block
+    function's further arguments, or a Delayed computing them (a pass chained to the task that
+    computes its parameters: :mod:`daskgmm.online`). Returns the Delayed partial trees left for
+    the client to merge (:func:`client_merges`).
     """
     merges = client_merges(source, block_fn, split_every)
     # The graph's shape is in the name: a key must never stand for two different merges.
@@ -47,7 +49,9 @@ def reduction_graph(source, block_fn, args, split_every):
                           (source.n_blocks, split_every), *inputs)
         level.append(key)
     top = _add_combine_tasks(layer, name, level, split_every, merges)
-    graph = HighLevelGraph.from_collections(name, layer, dependencies=_graph_dependencies(source))
+    chained = [args] if isinstance(args, Delayed) else []
+    graph = HighLevelGraph.from_collections(name, layer,
+                                            dependencies=_graph_dependencies(source) + chained)
     return [Delayed(key, graph, layer=name) for key in top]
 
 
@@ -76,6 +80,8 @@ def _shared_args(args, name, layer, n_tasks):
     every block task depends on: a graph key (not scattered data) so that the scheduler can
     recompute it when the workers holding it die.
     """
+    if isinstance(args, Delayed):
+        return TaskRef(args.key)
     if n_tasks * len(cloudpickle.dumps(args)) <= _INLINE_ARGS_BYTES:
         return DataNode(None, args)
     args_key = (name + "-args",)

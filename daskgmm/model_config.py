@@ -15,6 +15,8 @@ from .options import BAYESIAN_MIXTURE_PARAMETERS, GAUSSIAN_MIXTURE_PARAMETERS
 from .schema import ConfigError, Section, option
 
 MODEL_KINDS = ("gaussian", "bayesian")
+# GaussianMixture's online EM step sizes (training.method: online, model.update: online).
+ONLINE = ("learning_decay", "learning_offset")
 PRIORS = ("weight_concentration_prior_type", "weight_concentration_prior",
           "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior", "covariance_prior")
 # A Bayesian mixture's component counts as one the data use when its expected weight is at
@@ -53,6 +55,8 @@ class ModelConfig(Section):
     random_state: int = option(0, low=0, high=2**32 - 1)
     persist: bool = estimator_option("persist")
     split_every: int = estimator_option("split_every")
+    learning_decay: float = estimator_option("learning_decay", low_open=True, high=1.0)
+    learning_offset: float = estimator_option("learning_offset")
     weight_concentration_prior_type: str = estimator_option("weight_concentration_prior_type")
     weight_concentration_prior: float | None = estimator_option(
         "weight_concentration_prior", low_open=True)
@@ -77,7 +81,7 @@ class ModelConfig(Section):
         rows once, before fitting, and the model does not record it among its parameters.
         """
         dropped = {"load", "kind", "update", "persist",
-                   *(PRIORS if self.kind == "gaussian" else ())}
+                   *(PRIORS if self.kind == "gaussian" else ONLINE)}
         return {name: value for name, value in self.to_dict().items() if name not in dropped}
 
     def estimator(self, **overrides):

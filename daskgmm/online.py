@@ -14,9 +14,16 @@ import logging
 import time
 from dataclasses import dataclass
 
+from functools import reduce
+from operator import add
+
+import dask
 import numpy as np
+from dask import delayed
 
 from .base import EMRun
+from .graph import reduction_graph
+from .kernels import em_pass_block, raise_if_nonfinite
 from .fit_log import log_iteration, log_run_end
 from .statistics import SufficientStats
 from .validation import as_random_state, check_sample_weight, check_X, row_data
@@ -24,6 +31,10 @@ from .waves import WavePlan, available_threads, wave_rows
 
 logger = logging.getLogger("daskgmm")
 
+# Steps of an online fit over Dask data run as one graph of at most this many; the fit's state
+# is given to its callback (a checkpoint) after each such group. The chunks of a group's waves
+# are read ahead of their steps as workers fall idle, so a group bounds the worker memory too.
+CHAINED_STEPS = 16
 # A k-means cluster needs more than D rows for a regular covariance; 20 times that per
 # component leaves room for uneven clusters.
 INITIAL_ROWS_PER_PARAMETER = 20
@@ -137,6 +148,20 @@ class OnlineState:
     steps_before: int = 0
 
 
+class ChainedStep(tuple):
+    """What a chained step's task returns: the next wave's block arguments ``(density,
+    covariance_type)``, which its block tasks take as they are (one task between two passes,
+    not two), with the running statistics and parameters they come from as attributes."""
+
+    def __new__(cls, args, running, params):
+        step = super().__new__(cls, args)
+        step.running, step.params = running, params
+        return step
+
+    def __getnewargs__(self):
+        return tuple(self), self.running, self.params
+
+
 class OnlineMixin:
     """``partial_fit`` and ``fit(learning_method="online")`` for an estimator of the EM template
     (:class:`daskgmm.base.BaseMixture`) with the parameters ``learning_method``,
@@ -201,10 +226,53 @@ class OnlineMixin:
 
     def _online_step(self, running, params, source, step):
         """One step on the batch ``source``: return the new running statistics and parameters."""
-        stats = self._e_step(source, params)
+        return self._blended(running, self._e_step(source, params), source.shape(), step)
+
+    def _blended(self, running, stats, shape, step):
+        """Blend a batch's ``stats`` in as step ``step``; return the running statistics and
+        the parameters of their M-step (``shape``: the batch's RowShape)."""
         eta = step_size(step, self.learning_decay, self.learning_offset)
         running = blend(running, stats, eta, self.covariance_type)
-        return running, self._m_step(running, source)[0]
+        return running, self._m_step(running, shape)[0]
+
+    def _steps(self, source, online, run, waves):
+        """One step on each of ``waves`` in turn, from ``run``; return each step's running
+        statistics and parameters.
+
+        Over Dask data the steps are one graph: each wave's pass depends on a task computing
+        its parameters (the M-step after the wave before), so a step waits for no round trip
+        to the client (bench/README.md). The operations, and so the bits, are partial_fit's.
+        """
+        first = online.steps_before + run.n_iter + 1
+        if not source.is_dask:
+            states, state = [], (online.running, run.params)
+            for offset, wave in enumerate(waves):
+                state = self._online_step(*state, wave_rows(source, wave), first + offset)
+                states.append(state)
+            return states
+        state = ChainedStep(self._pass_args(run.params, source.dtype), online.running,
+                            run.params)
+        states = []
+        for offset, wave in enumerate(waves):
+            batch = wave_rows(source, wave)
+            # Its block tasks take the step before as their arguments (see ChainedStep).
+            tops = reduction_graph(batch, em_pass_block, state, self.split_every)
+            state = delayed(self._chained_step, pure=False)(state, batch.shape(), first + offset,
+                                                            *tops)
+            states.append(state)
+        return [(step.running, step.params) for step in dask.compute(*states)]
+
+    def _pass_args(self, params, dtype):
+        """The block function's arguments of a pass under ``params``."""
+        return self._log_density_of(params, dtype), self.covariance_type
+
+    def _chained_step(self, before, shape, step, *partial_trees):
+        """A task of :meth:`_steps`: merge a wave's partial trees, blend, M-step."""
+        stats = reduce(add, partial_trees).result()
+        raise_if_nonfinite(stats.n_nonfinite)
+        running, params = self._blended(before.running, stats, shape, step)
+        return ChainedStep(self._pass_args(params, shape.dtype), running, params)
+
 
     def _set_online(self, params, source, lower_bound):
         self._set_parameters(params, source.dtype)
@@ -257,11 +325,10 @@ class OnlineMixin:
             pass_start = time.perf_counter()
             waves = plan.waves(online.seed, online.passes, self.shuffle)
             while online.position < len(waves):
-                batch = wave_rows(source, waves[online.position])
-                online.running, run.params = self._online_step(
-                    online.running, run.params, batch, online.steps_before + run.n_iter + 1)
-                run.lower_bounds.append(float(online.running.log_likelihood))
-                online.position += 1
+                group = waves[online.position:online.position + CHAINED_STEPS]
+                for online.running, run.params in self._steps(source, online, run, group):
+                    run.lower_bounds.append(float(online.running.log_likelihood))
+                online.position += len(group)
                 callback(state)
             online.passes, online.position = online.passes + 1, 0
             change = run.lower_bound - online.pass_bound

@@ -74,7 +74,7 @@ class WavePlan:
 def wave_rows(source, wave):
     """The engine's RowData of one wave's rows (lazy for Dask data: only they are read)."""
     if source.is_dask:
-        return dask_row_data(*_wave_arrays(source, wave))
+        return _dask_wave_rows(source, wave)
     data = [source.data[start:stop] for start, stop in wave]
     weights = None if source.weights is None else \
         [source.weights[start:stop] for start, stop in wave]
@@ -86,17 +86,20 @@ def wave_rows(source, wave):
     return numpy_row_data(joined, weights, min(source.block_rows, most))
 
 
-def _wave_arrays(source, wave):
-    """A wave's rows (and weights) as Dask arrays: its whole chunks taken as they are (no copy,
-    no slicing task), or slices of cut ones."""
+def _dask_wave_rows(source, wave):
+    """A wave's rows as Dask arrays: its whole chunks as they are (no copy, no slicing task),
+    or slices of cut ones."""
     chunk_of = {start: index for index, start in enumerate(source.row_starts)}
     stops = dict(zip(source.row_starts, [*source.row_starts[1:], source.n_rows]))
-    arrays = [source.data, source.weights]
     if all(stops.get(start) == stop for start, stop in wave):
         indices = [chunk_of[start] for start, _ in wave]
-        return [None if array is None else array.blocks[indices] for array in arrays]
-    return [None if array is None else da.concatenate([array[start:stop] for start, stop in wave])
-            for array in arrays]
+        arrays = [None if array is None else array.blocks[indices]
+                  for array in (source.data, source.weights)]
+    else:
+        arrays = [None if array is None else da.concatenate([array[start:stop]
+                                                             for start, stop in wave])
+                  for array in (source.data, source.weights)]
+    return dask_row_data(*arrays)
 
 
 def available_threads(source):

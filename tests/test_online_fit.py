@@ -15,6 +15,7 @@ from conftest import COVARIANCE_TYPES
 from daskgmm import GaussianMixture
 from daskgmm.checkpoint import read_fit_state, write_fit_state
 from daskgmm.engine import numpy_row_data
+from daskgmm.online import CHAINED_STEPS
 from daskgmm.waves import WavePlan
 from worker_probes import CountingStore, chunk_reads, reset_chunk_reads
 
@@ -108,7 +109,7 @@ def test_the_running_bound_is_finite_and_settles_near_batch_em():
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_a_fit_resumed_from_a_checkpoint_ends_at_the_same_bits(tmp_path, covariance_type):
-    X = da.from_array(rows(), chunks=1500)
+    X = da.from_array(rows(), chunks=375)  # 64 chunks: 32 waves a pass, in groups of 16 steps
     params = dict(n_components=3, covariance_type=covariance_type,
                   learning_method="online", random_state=1, max_passes=3, tol=0.0)
     whole = GaussianMixture(**params).fit(X)
@@ -116,18 +117,28 @@ def test_a_fit_resumed_from_a_checkpoint_ends_at_the_same_bits(tmp_path, covaria
     class Stop(Exception):
         pass
 
-    def stop_at_step_13(state):
-        if state.current is not None and state.current.n_iter == 13:
+    def stop_mid_pass(state):
+        if state.current is not None and state.current.n_iter == CHAINED_STEPS:
             write_fit_state(tmp_path / "checkpoint", state)
             raise Stop
 
     with pytest.raises(Stop):
-        GaussianMixture(**params).fit(X, callback=stop_at_step_13)
+        GaussianMixture(**params).fit(X, callback=stop_mid_pass)
     state, _ = read_fit_state(tmp_path / "checkpoint")
-    assert (state.current.online.passes, state.current.online.position) == (1, 6)
+    assert (state.current.online.passes, state.current.online.position) == (0, 17)
     resumed = GaussianMixture(**params).fit(X, resume=state)
     assert_same_model(whole, resumed)
-    assert resumed.online_steps_ == whole.online_steps_ == 7 + 8 + 8  # 8 waves a pass
+    assert resumed.online_steps_ == whole.online_steps_ == 31 + 32 + 32
+
+
+def test_the_steps_chained_on_a_cluster_are_partial_fit_s(client):
+    X = da.from_array(rows(), chunks=1000).persist()
+    online = GaussianMixture(3, learning_method="online", shuffle=False, max_passes=1,
+                             random_state=0, batch_size=2000).fit(X)
+    stepped = GaussianMixture(3, random_state=0)
+    for start in range(0, 24_000, 2000):
+        stepped.partial_fit(X[start:start + 2000].rechunk(1000))
+    assert_same_model(online, stepped)
 
 
 def test_partial_fit_continues_a_model_fitted_in_batch():

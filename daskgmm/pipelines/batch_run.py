@@ -25,6 +25,7 @@ from daskgmm.storage import is_url, storage_options
 from .batch import model_version
 from .batch_bucket import open_batch_store
 from .batch_inputs import list_inputs
+from .batch_lineage import updated_model
 from .batch_layout import RESULT_KIND, RESULTS
 from .input_paths import batch_input_format
 from .inputs import Source, generates
@@ -233,9 +234,13 @@ def _batch_model(prepared, batch, inputs, channels):
     """Return the model the run applies and its version, saved in (and recorded by) the store.
 
     The loaded one (``model.load``), or one fitted on the valid pixels of ``inputs``, pairs of a
-    :class:`~.batch_inputs.BatchInput` and its images.
+    :class:`~.batch_inputs.BatchInput` and its images; with ``model.update: online``, the
+    store's current model updated with those pixels (:mod:`.batch_lineage`).
     """
     stacks = [images for _, images in inputs]
+    if prepared.config.model.update == "online":
+        return updated_model(prepared, batch, [item.name for item, _ in inputs],
+                             lambda: _training_pixels(prepared.config, stacks), channels)
     fitted = fit_or_load_drawn(prepared, lambda: _training_pixels(prepared.config, stacks))
     scaling = None if fitted.scaler is None else fitted.scaler.to_attrs()
     version = model_version(fitted.model, scaling)
