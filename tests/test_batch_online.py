@@ -111,3 +111,18 @@ def test_online_training_of_a_bayesian_model_is_refused(tmp_path):
     data = job(tmp_path, model={"kind": "bayesian"}, training={"method": "online"})
     with pytest.raises(ConfigError, match="training.method"):
         segment.prepare(JobConfig.from_dict(data))
+
+
+def test_the_shipped_online_batch_config_runs_twice_into_one_lineage(client, tmp_path):
+    from pathlib import Path
+
+    from daskgmm.config import load_config
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "segment-batch-online.yaml"
+    overrides = [f"input.path={tmp_path / 'images'}", f"output.path={tmp_path / 'store'}"]
+    first = segment.run(segment.prepare(load_config(shipped, overrides)))  # sample scenes
+    add_images(tmp_path / "images", "new.png", size=48)
+    second = segment.run(segment.prepare(load_config(shipped, overrides)))
+    assert second["processed"] == "1 input(s): new.png"
+    assert lineage(tmp_path) == [first["model"], second["model"]]
+    assert manifest(tmp_path)["models"][second["model"]]["updated_with"] == ["new.png"]
