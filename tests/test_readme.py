@@ -27,11 +27,13 @@ def test_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     pixels = zarr.create_array("pixels.zarr", shape=(6000, 3), chunks=(1500, 3), dtype="float32")
     pixels[:] = np.random.default_rng(0).normal(size=(6000, 3))
-    gaussian, bayesian = fenced_blocks("python")  # the second goes on from the first's X
+    gaussian, online, bayesian = fenced_blocks("python")  # the later go on from the first's X
     namespace = {}
     exec(compile(gaussian, "README.md", "exec"), namespace)
     assert namespace["labels"].shape == (6000,)
     assert (tmp_path / "model.zarr").is_dir()
     assert namespace["same"].n_components == 8
+    exec(compile(online, "README.md", "exec"), namespace)
+    assert namespace["online"].n_iter_ == 2 and namespace["stream"].online_steps_ == 3
     exec(compile(bayesian, "README.md", "exec"), namespace)
     assert 1 <= namespace["used"] < 10
