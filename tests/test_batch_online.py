@@ -9,7 +9,6 @@ import json
 
 import numpy as np
 import pytest
-from numpy.testing import assert_array_equal
 
 from batch_helpers import add_images, job, manifest, run_batch, runs, write_job_file
 from daskgmm import GaussianMixture

@@ -14,7 +14,7 @@ from conftest import COVARIANCE_TYPES
 from daskgmm import GaussianMixture
 from daskgmm.engine import map_reduce
 from daskgmm.kernels import em_pass_block, make_log_density
-from daskgmm.online import recentred, step_size
+from daskgmm.stepwise import recentred, step_size
 from daskgmm.validation import row_data
 
 pytestmark = pytest.mark.filterwarnings("ignore::daskgmm.ConvergenceWarning")

@@ -6,9 +6,7 @@ every group of chained steps), killed at seeded random moments after their initi
 then resumed with ``--resume``: the model saved is the one of a run never killed, to the bit.
 """
 
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,15 +14,14 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from conftest import make_blobs, write_zarr
+from conftest import kill_group, make_blobs, write_zarr
 from daskgmm import GaussianMixture
 from daskgmm.checkpoint import read_fit_state
-from jobs_helpers import run_runner
+from jobs_helpers import run_runner, start_runner
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "configs" / "fit.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "fit.yaml"
 KILLS = 3
 
 
@@ -36,20 +33,16 @@ def online_job(table, out):
 
 
 def killed(args, delay):
-    """Start the job and SIGKILL it ``delay`` s after it logs its online initialisation."""
-    process = subprocess.Popen([os.sys.executable, "-m", "daskgmm.run", str(CONFIG), *args],
-                               cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                               text=True, start_new_session=True)
-    try:
-        for line in process.stderr:
-            if "online initialization" in line:
-                time.sleep(delay)
-                os.killpg(process.pid, signal.SIGKILL)
-                break
-    finally:
-        process.kill()
-        process.wait(timeout=60)
-        process.stderr.close()
+    """Start the job and SIGKILL it ``delay`` s after it logs its online initialisation;
+    return its exit status."""
+    process = start_runner(CONFIG, *args)
+    for line in process.stderr:
+        if "online initialization" in line:
+            time.sleep(delay)
+            break
+    kill_group(process)
+    process.stdout.close()
+    process.stderr.close()
     return process.returncode
 
 
