@@ -15,6 +15,7 @@ from . import variational
 from .base import BaseMixture
 from .engine import map_reduce
 from .kernels import em_pass_block, make_log_density, raise_if_nonfinite
+from .online import OnlineMixin, initial_rows
 from .options import BAYESIAN_MIXTURE_PARAMETERS, defaults
 from .variational import VariationalParams
 
@@ -25,7 +26,7 @@ logger = logging.getLogger("daskgmm")
 _DEFAULT = defaults(BAYESIAN_MIXTURE_PARAMETERS)
 
 
-class BayesianGaussianMixture(BaseMixture):
+class BayesianGaussianMixture(OnlineMixin, BaseMixture):
     """Variational Bayesian Gaussian mixture, on NumPy, Dask or Zarr arrays of any size.
 
     A drop-in for :class:`sklearn.mixture.BayesianGaussianMixture`: from the same initial
@@ -75,6 +76,11 @@ default='dirichlet_process'
         Fan-in of the tree that merges the statistics of the chunks.
     block_rows : int, default=None
         Rows per block for in-memory NumPy input.
+    learning_method, learning_decay, learning_offset, batch_size, max_passes, shuffle
+        As for GaussianMixture: ``learning_method='online'`` (and :meth:`partial_fit`) is
+        stochastic variational inference (Hoffman et al. 2013), the running statistics scaled
+        to the data's total weight (``partial_fit``: the weight its steps have seen) for the
+        posterior.
 
     Attributes
     ----------
@@ -133,6 +139,12 @@ default='dirichlet_process'
         persist=_DEFAULT["persist"],
         split_every=_DEFAULT["split_every"],
         block_rows=_DEFAULT["block_rows"],
+        learning_method=_DEFAULT["learning_method"],
+        learning_decay=_DEFAULT["learning_decay"],
+        learning_offset=_DEFAULT["learning_offset"],
+        batch_size=_DEFAULT["batch_size"],
+        max_passes=_DEFAULT["max_passes"],
+        shuffle=_DEFAULT["shuffle"],
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -154,14 +166,23 @@ default='dirichlet_process'
         self.persist = persist
         self.split_every = split_every
         self.block_rows = block_rows
+        self.learning_method = learning_method
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.batch_size = batch_size
+        self.max_passes = max_passes
+        self.shuffle = shuffle
 
     # ------------------------------------------------------------------ the EM template's pieces
 
     def _check_initial_parameters(self, source):
-        """Resolve the priors (the data's moments for those left None: one or two passes)."""
+        """Resolve the priors (the data's moments for those left None: one or two passes; in
+        an online fit, over the rows of its first waves only)."""
         n_features = source.n_features
         self._check_prior_values(n_features)
         needs_moments = self.mean_prior is None or self.covariance_prior is None
+        if self._streams():  # online: the moments of the first waves, a bounded sample
+            source = initial_rows(source, self.batch_size, self.n_components)
         moments = _data_moments(source, self.split_every) if needs_moments else (None, None)
         priors = variational.data_priors(
             self.weight_concentration_prior, self.mean_precision_prior, self.mean_prior,
@@ -198,7 +219,8 @@ default='dirichlet_process'
         return self._posterior(self._initial_stats(source, random_state), source)
 
     def _posterior(self, stats, source):
-        return variational.posterior(stats, self._priors, self.reg_covar, self.covariance_type,
+        return variational.posterior(stats, self._fitted_priors(), self.reg_covar,
+                                     self.covariance_type,
                                      self.weight_concentration_prior_type,
                                      cov.count_padding(source.dtype))
 
@@ -210,6 +232,31 @@ default='dirichlet_process'
 
     def _m_step(self, stats, source):
         return self._posterior(stats, source), 0
+
+    def _statistics_of(self, params, log_likelihood):
+        """Per unit weight, the statistics whose posterior is ``params``: online steps' start
+        from a model (``log_likelihood`` unused: a Bayesian fit's bound is not a row mean)."""
+        stats = variational.implied_statistics(params, self._fitted_priors(), self.reg_covar,
+                                               self.covariance_type)
+        stats.log_likelihood = np.nan  # the lower bound is the evidence's, not a mean row's
+        return stats
+
+    def _fitted_priors(self):
+        """The priors of this fit, or of a loaded model (from its ``*_prior_`` attributes)."""
+        if not hasattr(self, "_priors"):
+            self._priors = variational.Priors(
+                self.weight_concentration_prior_, self.mean_precision_prior_,
+                np.asarray(self.mean_prior_), self.degrees_of_freedom_prior_,
+                np.asarray(self.covariance_prior_))
+        return self._priors
+
+    def _online_scale(self):
+        """The weight the running statistics stand for in the posterior: the data's (or, in
+        ``partial_fit``, the weight seen so far)."""
+        return self.online_weight_
+
+    def _fitted_weight(self):
+        return float(np.sum(self.mean_precision_ - self._fitted_priors().mean_precision))
 
     def _compute_lower_bound(self, stats, previous, params):
         return variational.lower_bound(stats, previous, params, self.covariance_type)

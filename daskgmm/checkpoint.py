@@ -68,6 +68,7 @@ def _write_online(group, online):
                         "passes": online.passes, "position": online.position,
                         "pass_bound": float(online.pass_bound),
                         "steps_before": online.steps_before,
+                        "total_weight": float(online.total_weight),
                         "running": online.running is not None})
     if online.running is not None:
         write_statistics(group.create_group("running"), online.running)
@@ -77,7 +78,8 @@ def _read_online(group):
     attrs = group.attrs
     running = read_statistics(group["running"]) if attrs["running"] else None
     return OnlineState(attrs["seed"], attrs["threads"], running, attrs["passes"],
-                       attrs["position"], attrs["pass_bound"], attrs["steps_before"])
+                       attrs["position"], attrs["pass_bound"], attrs["steps_before"],
+                       attrs["total_weight"])
 
 
 def write_fit_state(path, state, extra=None):

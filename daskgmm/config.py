@@ -267,11 +267,6 @@ class JobConfig(Section):
 
     def _check_model(self):
         model = self.model
-        if self.training.method == "online" and (model.kind == "bayesian" or (
-                self.select is not None and self.select.bayesian)):
-            raise ConfigError("online fitting is GaussianMixture's; set model.kind: gaussian "
-                              "(and select.bayesian: false), or training.method: batch",
-                              "training.method")
         if model.update == "online" and (self.batch is None or model.kind == "bayesian"):
             raise ConfigError("updates the model of a batch segment job from run to run (a "
                               "GaussianMixture's); add a batch section, or remove it",

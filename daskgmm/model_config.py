@@ -15,8 +15,6 @@ from .options import BAYESIAN_MIXTURE_PARAMETERS, GAUSSIAN_MIXTURE_PARAMETERS
 from .schema import ConfigError, Section, option
 
 MODEL_KINDS = ("gaussian", "bayesian")
-# GaussianMixture's online EM step sizes (training.method: online, model.update: online).
-ONLINE = ("learning_decay", "learning_offset")
 PRIORS = ("weight_concentration_prior_type", "weight_concentration_prior",
           "mean_precision_prior", "mean_prior", "degrees_of_freedom_prior", "covariance_prior")
 # A Bayesian mixture's component counts as one the data use when its expected weight is at
@@ -81,7 +79,7 @@ class ModelConfig(Section):
         rows once, before fitting, and the model does not record it among its parameters.
         """
         dropped = {"load", "kind", "update", "persist",
-                   *(PRIORS if self.kind == "gaussian" else ONLINE)}
+                   *(PRIORS if self.kind == "gaussian" else ())}
         return {name: value for name, value in self.to_dict().items() if name not in dropped}
 
     def estimator(self, **overrides):

@@ -28,7 +28,7 @@ MODEL = "model"
 _FITTED_ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
 _FITTED_SCALARS = ("converged_", "n_iter_", "lower_bound_", "n_features_in_", "n_reseeded_")
 # A GaussianMixture's, beside: the online steps its statistics took (they go with the model).
-_ONLINE_SCALARS = ("online_steps_",)
+_ONLINE_SCALARS = ("online_steps_", "online_weight_")
 
 
 def _json_value(value):

@@ -25,7 +25,7 @@ from .graph import reduction_graph
 from .kernels import em_pass_block, raise_if_nonfinite
 from .fit_log import log_iteration, log_run_end
 from .statistics import SufficientStats
-from .stepwise import blend, step_size
+from .stepwise import blend, per_unit_weight, step_size
 from .validation import as_random_state, check_sample_weight, check_X, row_data
 from .waves import WavePlan, available_threads, wave_rows
 
@@ -38,6 +38,22 @@ CHAINED_STEPS = 16
 # A k-means cluster needs more than D rows for a regular covariance; 20 times that per
 # component leaves room for uneven clusters.
 INITIAL_ROWS_PER_PARAMETER = 20
+
+
+def total_weight(source):
+    """The rows' total weight (their number, without weights): one small pass over weights."""
+    if source.weights is None:
+        return float(source.n_rows)
+    total = source.weights.sum()
+    return float(total.compute() if hasattr(total, "compute") else total)
+
+
+def initial_rows(source, batch_size, n_components):
+    """The rows of the first waves in the data's order (as many as :func:`initial_waves`
+    takes): a bounded sample, for what an online fit needs before its first wave's order."""
+    waves = WavePlan.of(source, batch_size).waves(0, 0, shuffle=False)
+    count = initial_waves(waves, n_components, source.n_features)
+    return wave_rows(source, [piece for wave in waves[:count] for piece in wave])
 
 
 def initial_waves(waves, n_components, n_features):
@@ -82,6 +98,8 @@ class OnlineState:
         The running bound at the end of the last pass (-inf before the first).
     steps_before : int
         Steps the model had taken before this fit (a warm start's): the schedule goes on.
+    total_weight : float
+        The data's total weight, which a Bayesian posterior's statistics are scaled to.
     """
 
     seed: int
@@ -91,6 +109,7 @@ class OnlineState:
     position: int = 0
     pass_bound: float = -np.inf
     steps_before: int = 0
+    total_weight: float = 1.0
 
 
 class ChainedStep(tuple):
@@ -140,16 +159,19 @@ class OnlineMixin:
         X = check_X(X, n_components=None if started else self.n_components,
                     n_features=self.n_features_in_ if started else None)
         source = row_data(X, check_sample_weight(sample_weight, X), self.block_rows)
+        weight = total_weight(source)
         if not started:
             self._check_initial_parameters(source)
             params = self._initial_parameters(source, as_random_state(self.random_state))
             # The first step blends its batch with what the initial parameters imply, so
             # that a small batch cannot leave a component with a singular covariance.
             self.online_statistics_ = self._statistics_of(params, np.nan)
-            self.online_steps_, self.lower_bounds_ = 0, []
+            self.online_steps_, self.lower_bounds_, self.online_weight_ = 0, [], 0.0
             self._set_online(params, source, -np.inf)
             return self
         steps = getattr(self, "online_steps_", 0)
+        seen = getattr(self, "online_weight_", None)  # None: a model fitted in batch
+        self.online_weight_ = (self._fitted_weight() if seen is None else seen) + weight
         # Absent for a model fitted in batch, or loaded.
         running = self.online_statistics_ if hasattr(self, "online_statistics_") else \
             self._statistics_of(self._get_parameters(), self.lower_bound_)
@@ -178,7 +200,18 @@ class OnlineMixin:
         the parameters of their M-step (``shape``: the batch's RowShape)."""
         eta = step_size(step, self.learning_decay, self.learning_offset)
         running = blend(running, stats, eta, self.covariance_type)
-        return running, self._m_step(running, shape)[0]
+        scale = self._online_scale()
+        scaled = running if scale is None else per_unit_weight(running, scale)
+        return running, self._m_step(scaled, shape)[0]
+
+    def _online_scale(self):
+        """The weight the running statistics stand for in the M-step; None to use them per
+        unit weight (a Gaussian mixture's maximum-likelihood M-step does not depend on it)."""
+        return None
+
+    def _fitted_weight(self):
+        """The weight a model fitted in batch stands for, where its M-step depends on it."""
+        return 0.0
 
     def _steps(self, source, online, run, waves):
         """One step on each of ``waves`` in turn, from ``run``; return each step's running
@@ -237,7 +270,8 @@ class OnlineMixin:
         if not self._streams():
             return super()._initial_run(source, random_state, do_init)
         self._check_online_params()
-        online = OnlineState(seed=order_seed(random_state), threads=available_threads(source))
+        online = OnlineState(seed=order_seed(random_state), threads=available_threads(source),
+                             total_weight=total_weight(source))
         if not do_init:
             run = super()._initial_run(source, random_state, do_init)
             online.running = getattr(self, "online_statistics_", None) or \
@@ -265,6 +299,7 @@ class OnlineMixin:
             return super()._run_em(source, state, callback)
         run, started = state.current, time.perf_counter()
         online = run.online
+        self.online_weight_ = online.total_weight  # what the steps' M-steps scale to
         plan = self._plan(source, online)
         while online.passes < self.max_passes and not run.converged:
             pass_start = time.perf_counter()
@@ -286,8 +321,10 @@ class OnlineMixin:
     def _set_fitted(self, run, source):
         super()._set_fitted(run, source)
         self.online_steps_ = 0
-        self.__dict__.pop("online_statistics_", None)  # partial_fit then starts from the model
+        for name in ("online_statistics_", "online_weight_"):  # partial_fit: from the model
+            self.__dict__.pop(name, None)
         if run.online is not None:
+            self.online_weight_ = run.online.total_weight
             self.online_statistics_ = run.online.running
             self.online_steps_ = run.online.steps_before + run.n_iter
             self.n_iter_ = run.online.passes

@@ -72,15 +72,12 @@ GAUSSIAN_MIXTURE_PARAMETERS = {
     "shuffle": Parameter("bool", True),
 }
 
-ONLINE_PARAMETERS = ("learning_method", "learning_decay", "learning_offset", "batch_size",
-                     "max_passes", "shuffle")
-
 
 # BayesianGaussianMixture's: the same, without initial values, with the priors (None: from the
 # data, as scikit-learn's; the fit checks what depends on it, e.g. degrees of freedom > D - 1).
 BAYESIAN_MIXTURE_PARAMETERS = {
     **{name: parameter for name, parameter in GAUSSIAN_MIXTURE_PARAMETERS.items()
-       if name not in ("weights_init", "means_init", "precisions_init", *ONLINE_PARAMETERS)},
+       if name not in ("weights_init", "means_init", "precisions_init")},
     "weight_concentration_prior_type": Parameter(
         "choice", "dirichlet_process", choices=("dirichlet_process", "dirichlet_distribution")),
     "weight_concentration_prior": Parameter("float", None, low=0.0, nullable=True),

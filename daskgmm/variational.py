@@ -210,3 +210,32 @@ def lower_bound(stats, previous, params, covariance_type):
 def _log_wishart_norm(dof, log_det_precisions_cholesky, n_features):
     return -(dof * log_det_precisions_cholesky + dof * n_features * 0.5 * math.log(2.0)
              + np.sum(gammaln(0.5 * (dof - np.arange(n_features)[:, None])), 0))
+
+
+def implied_statistics(params, priors, reg_covar, covariance_type):
+    """The variational M-step undone: statistics per unit weight from which :func:`posterior`
+    gives ``params`` back (its counts, data means and covariances solved from the posterior),
+    for online steps from a fitted model."""
+    counts = params.mean_precision - priors.mean_precision
+    means = ((params.mean_precision[:, None] * params.means
+              - priors.mean_precision * priors.mean) / counts[:, None])
+    diff = means - priors.mean
+    shrink = priors.mean_precision / params.mean_precision
+    if covariance_type == "full":
+        scatter = params.covariances * params.degrees_of_freedom[:, None, None]
+        covariances = (scatter - priors.covariance) / counts[:, None, None] - \
+            shrink[:, None, None] * np.einsum("kd,ke->kde", diff, diff)
+    elif covariance_type == "tied":
+        n_components = len(counts)
+        scatter = params.covariances * params.degrees_of_freedom
+        between = priors.mean_precision / n_components * np.dot(
+            (counts / params.mean_precision) * diff.T, diff)
+        covariances = (scatter - priors.covariance - between) * n_components / counts.sum()
+    elif covariance_type == "diag":
+        scatter = params.covariances * params.degrees_of_freedom[:, None]
+        covariances = (scatter - priors.covariance) / counts[:, None] - shrink[:, None] * diff ** 2
+    else:
+        scatter = params.covariances * params.degrees_of_freedom
+        covariances = (scatter - priors.covariance) / counts - shrink * np.mean(diff ** 2, 1)
+    return cov.implied_statistics(counts / counts.sum(), means, covariances, reg_covar,
+                                  covariance_type)

@@ -106,12 +106,6 @@ def test_online_updates_need_a_gaussian_batch_job(tmp_path, changes, key):
         JobConfig.from_dict(data)
 
 
-def test_online_training_of_a_bayesian_model_is_refused(tmp_path):
-    data = job(tmp_path, model={"kind": "bayesian"}, training={"method": "online"})
-    with pytest.raises(ConfigError, match="training.method"):
-        segment.prepare(JobConfig.from_dict(data))
-
-
 def test_the_shipped_online_batch_config_runs_twice_into_one_lineage(client, tmp_path):
     from pathlib import Path
 

@@ -15,7 +15,7 @@ from daskgmm.config import (
     apply_override,
     load_config,
 )
-from daskgmm.model_config import ONLINE, PRIORS
+from daskgmm.model_config import PRIORS
 from daskgmm.options import BAYESIAN_MIXTURE_PARAMETERS, GAUSSIAN_MIXTURE_PARAMETERS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -248,7 +248,7 @@ def test_the_model_section_builds_the_estimator_it_describes():
         "load", "kind", "update", "persist", *PRIORS}  # a Gaussian mixture's: no priors
     assert set(params) <= set(GAUSSIAN_MIXTURE_PARAMETERS)
     bayesian = ModelConfig.from_dict({"n_components": 4, "kind": "bayesian"}).estimator_params()
-    assert set(bayesian) == set(params) - set(ONLINE) | set(PRIORS)  # no online steps
+    assert set(bayesian) == set(params) | set(PRIORS)
     assert set(bayesian) <= set(BAYESIAN_MIXTURE_PARAMETERS)
     assert params["n_components"] == 4 and params["tol"] == 0.5 and params["random_state"] == 0
 
