@@ -26,7 +26,13 @@ from .kernels import em_pass_block, raise_if_nonfinite
 from .fit_log import log_iteration, log_run_end
 from .statistics import SufficientStats
 from .stepwise import blend, per_unit_weight, step_size
-from .validation import as_random_state, check_sample_weight, check_X, row_data
+from .validation import (
+    as_random_state,
+    check_estimator_params,
+    check_sample_weight,
+    check_X,
+    row_data,
+)
 from .waves import WavePlan, available_threads, wave_rows
 
 logger = logging.getLogger("daskgmm")
@@ -184,8 +190,6 @@ class OnlineMixin:
         return self
 
     def _check_online_params(self):
-        from .validation import check_estimator_params
-
         check_estimator_params(self, self._parameter_table)
         if not 0.5 < self.learning_decay <= 1.0:
             raise ValueError("learning_decay must be in (0.5, 1] for online EM to converge; "
