@@ -1,9 +1,11 @@
 """The mini-batches of an online fit: waves of row pieces, visited in a seeded shuffled order.
 
 A piece is a run of rows inside one chunk (one block, for NumPy data): a whole chunk, or, when
-a chunk has more rows than ``batch_size``, a part of ``batch_size / threads`` rows. A wave is consecutive
-pieces of a pass's order: one per worker thread, or as many as make ``batch_size`` rows, so a
-wave keeps every thread busy and its statistics are tree-reduced like a pass's. A pass visits
+a chunk has more rows than ``batch_size``, a part of ``batch_size / threads`` rows. A wave is
+consecutive pieces of a pass's order: one per worker thread, or as many as make ``batch_size``
+rows, so a wave keeps every thread busy and its statistics are tree-reduced like a pass's.
+Without ``batch_size``, data of fewer than :data:`MIN_WAVES` chunks per thread (NumPy data's
+blocks, often) are cut into batches of a :data:`MIN_WAVES`-th of the rows. A pass visits
 every piece once, in an order drawn from ``(seed, pass)``: the same seed gives the same waves.
 Only a wave's rows are read or held at a time.
 """
@@ -16,6 +18,10 @@ import numpy as np
 
 from .engine import dask_row_data, numpy_row_data
 from .placement import cluster_threads
+
+# A pass has at least this many waves (steps), whatever the chunks: online EM's steps shrink,
+# and a pass of a few large ones ends far from the optimum (bench/README.md).
+MIN_WAVES = 20
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class WavePlan:
         """The plan of ``source``'s rows for mini-batches of ``batch_size`` rows (None: one
         chunk per thread) on ``threads`` threads (None: the cluster's, or this machine's)."""
         threads = threads or available_threads(source)
+        if batch_size is None and source.n_blocks < MIN_WAVES * threads:
+            batch_size = max(1, -(-source.n_rows // MIN_WAVES))  # too few chunks: cut them
         bounds = list(source.row_starts) + [source.n_rows]
         most = None if batch_size is None else max(1, -(-batch_size // threads))
         pieces = []

@@ -154,11 +154,12 @@ def test_partial_fit_continues_a_model_fitted_in_batch():
 
 def test_an_online_warm_start_continues_from_the_running_statistics():
     X = da.from_array(rows(), chunks=2000)
-    params = dict(n_components=3, learning_method="online", random_state=0, tol=0.0)
+    params = dict(n_components=3, learning_method="online", random_state=0, tol=0.0,
+                  batch_size=2000)  # a wave a chunk: 12 a pass
     twice = GaussianMixture(**params, max_passes=2).fit(X)
     warm = GaussianMixture(**params, max_passes=1, warm_start=True).fit(X).fit(X)
     assert abs(warm.score(X) - twice.score(X)) < 1e-4
-    assert warm.online_steps_ == 5 + 6  # the second fit: a whole pass, the schedule going on
+    assert warm.online_steps_ == 11 + 12  # the second fit: a whole pass, the schedule going on
 
 
 def test_bad_online_parameters_are_refused():
