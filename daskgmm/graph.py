@@ -7,6 +7,7 @@ combine tasks merge those partial trees until a few are left for the client to m
 Graph nodes come from :mod:`daskgmm.dask_compat`, the one module using dask's private API.
 """
 
+import uuid
 from functools import reduce
 from operator import add
 
@@ -30,10 +31,8 @@ _CLIENT_MERGE_BYTES = 4 * 2**20
 def reduction_graph(source, block_fn, args, split_every):
     """Build a graph mapping ``block_fn`` over the chunks and merging the results' partial trees.
 
-    ``source`` is the :class:`daskgmm.engine.RowData` of a Dask array; ``args`` are the block
-    function's further arguments, or a Delayed computing them (a pass chained to the task that
-    computes its parameters: :mod:`daskgmm.online`). Returns the Delayed partial trees left for
-    the client to merge (:func:`client_merges`).
+    ``source`` is the :class:`daskgmm.engine.RowData` of a Dask array. Returns the Delayed
+    partial trees left for the client to merge (:func:`client_merges`).
     """
     merges = client_merges(source, block_fn, split_every)
     # The graph's shape is in the name: a key must never stand for two different merges.
@@ -49,10 +48,45 @@ def reduction_graph(source, block_fn, args, split_every):
                           (source.n_blocks, split_every), *inputs)
         level.append(key)
     top = _add_combine_tasks(layer, name, level, split_every, merges)
-    chained = [args] if isinstance(args, Delayed) else []
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=_graph_dependencies(source))
+    return [Delayed(key, graph, layer=name) for key in top]
+
+
+def chained_graph(source, block_fn, step_fn, before, split_every):
+    """Build the first-level tasks of a pass that computes its own block arguments.
+
+    Each task computes ``args = step_fn(*before)`` (``before``: the tasks of the pass before,
+    as Delayed, or values), runs ``block_fn`` on its blocks with them, and returns ``(args,
+    partial tree)``. So a pass chained to the one before (online EM's next wave, whose
+    parameters are the M-step of the wave before) waits for no task between the two: its
+    block tasks repeat the small ``step_fn`` instead (bench/README.md). Returns the Delayed
+    tasks; their partial trees merge into the pass's tree of fan-in ``split_every``
+    (:mod:`daskgmm.tree_runs`), as :func:`reduction_graph`'s do.
+    """
+    name = f"daskgmm-chained-{uuid.uuid4().hex}"  # every chained pass is new work
+    refs = [TaskRef(item.key) if isinstance(item, Delayed) else DataNode(None, item)
+            for item in before]
+    layer, keys = {}, []
+    for index, blocks in enumerate(source.task_blocks):
+        key = (name, 0, index)
+        inputs = [item for block in blocks for item in block]
+        layer[key] = Task(key, _step_then_blocks, step_fn, len(refs), block_fn,
+                          (source.n_blocks, split_every), *refs, *inputs)
+        keys.append(key)
+    chained = [item for item in before if isinstance(item, Delayed)]
     graph = HighLevelGraph.from_collections(name, layer,
                                             dependencies=_graph_dependencies(source) + chained)
-    return [Delayed(key, graph, layer=name) for key in top]
+    return [Delayed(key, graph, layer=name) for key in keys]
+
+
+def given(value):
+    """The ``step_fn`` of the first of chained passes: its arguments as given."""
+    return value
+
+
+def _step_then_blocks(step_fn, n_before, block_fn, tree_shape, *rest):
+    args = step_fn(*rest[:n_before])
+    return args, _apply_blocks(block_fn, args, tree_shape, *rest[n_before:])
 
 
 def _apply_blocks(block_fn, args, tree_shape, *blocks):
@@ -80,8 +114,6 @@ def _shared_args(args, name, layer, n_tasks):
     every block task depends on: a graph key (not scattered data) so that the scheduler can
     recompute it when the workers holding it die.
     """
-    if isinstance(args, Delayed):
-        return TaskRef(args.key)
     if n_tasks * len(cloudpickle.dumps(args)) <= _INLINE_ARGS_BYTES:
         return DataNode(None, args)
     args_key = (name + "-args",)

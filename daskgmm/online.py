@@ -13,7 +13,7 @@ after pass, inside the EM template's loop (so checkpoints and ``resume`` work as
 import logging
 import time
 from dataclasses import dataclass
-from functools import reduce
+from functools import partial, reduce
 from operator import add
 
 import dask
@@ -21,7 +21,7 @@ import numpy as np
 from dask import delayed
 
 from .base import EMRun
-from .graph import reduction_graph
+from .graph import chained_graph, given
 from .kernels import em_pass_block, raise_if_nonfinite
 from .fit_log import log_iteration, log_run_end
 from .statistics import SufficientStats
@@ -119,9 +119,9 @@ class OnlineState:
 
 
 class ChainedStep(tuple):
-    """What a chained step's task returns: the next wave's block arguments ``(density,
-    covariance_type)``, which its block tasks take as they are (one task between two passes,
-    not two), with the running statistics and parameters they come from as attributes."""
+    """The parameters a chained wave's block tasks compute first (see :meth:`OnlineMixin._steps`):
+    their block arguments ``(density, covariance_type)``, with the running statistics and
+    parameters they come from as attributes. Each task returns it beside its partial tree."""
 
     def __new__(cls, args, running, params):
         step = super().__new__(cls, args)
@@ -221,9 +221,10 @@ class OnlineMixin:
         """One step on each of ``waves`` in turn, from ``run``; return each step's running
         statistics and parameters.
 
-        Over Dask data the steps are one graph: each wave's pass depends on a task computing
-        its parameters (the M-step after the wave before), so a step waits for no round trip
-        to the client (bench/README.md). The operations, and so the bits, are partial_fit's.
+        Over Dask data the steps are one graph: each block task of a wave first computes the
+        M-step of the wave before from that wave's task results, then its blocks' E-step, so a
+        step waits for no round trip to the client, nor for a task of its own (bench/README.md).
+        The operations, and so the bits, are partial_fit's.
         """
         first = online.steps_before + run.n_iter + 1
         if not source.is_dask:
@@ -232,29 +233,30 @@ class OnlineMixin:
                 state = self._online_step(*state, wave_rows(source, wave), first + offset)
                 states.append(state)
             return states
-        state = ChainedStep(self._pass_args(run.params, source.dtype), online.running,
+        start = ChainedStep(self._pass_args(run.params, source.dtype), online.running,
                             run.params)
-        states = []
+        step_fn, before, firsts = given, [start], []
         for offset, wave in enumerate(waves):
             batch = wave_rows(source, wave)
-            # Its block tasks take the step before as their arguments (see ChainedStep).
-            tops = reduction_graph(batch, em_pass_block, state, self.split_every)
-            state = delayed(self._chained_step, pure=False)(state, batch.shape(), first + offset,
-                                                            *tops)
-            states.append(state)
-        return [(step.running, step.params) for step in dask.compute(*states)]
+            tasks = chained_graph(batch, em_pass_block, step_fn, before, self.split_every)
+            firsts.append(tasks[0])  # its result holds the step before it: see ChainedStep
+            step_fn = partial(self._chained_step, batch.shape(), first + offset)
+            before = tasks
+        *chained, last = dask.compute(*firsts[1:], delayed(step_fn, pure=False)(*before))
+        return [(step.running, step.params) for step, _ in chained] + [(last.running,
+                                                                        last.params)]
 
     def _pass_args(self, params, dtype):
         """The block function's arguments of a pass under ``params``."""
         return self._log_density_of(params, dtype), self.covariance_type
 
-    def _chained_step(self, before, shape, step, *partial_trees):
-        """A task of :meth:`_steps`: merge a wave's partial trees, blend, M-step."""
-        stats = reduce(add, partial_trees).result()
+    def _chained_step(self, shape, step, *wave):
+        """What each block task of a chained wave computes first: the M-step of the wave
+        before, from its tasks' results (their arguments, and partial trees)."""
+        stats = reduce(add, [tree for _, tree in wave]).result()
         raise_if_nonfinite(stats.n_nonfinite)
-        running, params = self._blended(before.running, stats, shape, step)
+        running, params = self._blended(wave[0][0].running, stats, shape, step)
         return ChainedStep(self._pass_args(params, shape.dtype), running, params)
-
 
     def _set_online(self, params, source, lower_bound):
         self._set_parameters(params, source.dtype)
