@@ -26,13 +26,7 @@ from .kernels import em_pass_block, raise_if_nonfinite
 from .fit_log import log_iteration, log_run_end
 from .statistics import SufficientStats
 from .stepwise import blend, per_unit_weight, step_size
-from .validation import (
-    as_random_state,
-    check_estimator_params,
-    check_sample_weight,
-    check_X,
-    row_data,
-)
+from . import validation
 from .waves import WavePlan, available_threads, wave_rows
 
 logger = logging.getLogger("daskgmm")
@@ -162,13 +156,15 @@ class OnlineMixin:
         """
         self._check_online_params()
         started = hasattr(self, "means_")
-        X = check_X(X, n_components=None if started else self.n_components,
+        X = validation.check_X(X, n_components=None if started else self.n_components,
                     n_features=self.n_features_in_ if started else None)
-        source = row_data(X, check_sample_weight(sample_weight, X), self.block_rows)
+        weights = validation.check_sample_weight(sample_weight, X)
+        source = validation.row_data(X, weights, self.block_rows)
         weight = total_weight(source)
         if not started:
             self._check_initial_parameters(source)
-            params = self._initial_parameters(source, as_random_state(self.random_state))
+            random_state = validation.as_random_state(self.random_state)
+            params = self._initial_parameters(source, random_state)
             # The first step blends its batch with what the initial parameters imply, so
             # that a small batch cannot leave a component with a singular covariance.
             self.online_statistics_ = self._statistics_of(params, np.nan)
@@ -190,7 +186,7 @@ class OnlineMixin:
         return self
 
     def _check_online_params(self):
-        check_estimator_params(self, self._parameter_table)
+        validation.check_estimator_params(self, self._parameter_table)
         if not 0.5 < self.learning_decay <= 1.0:
             raise ValueError("learning_decay must be in (0.5, 1] for online EM to converge; "
                              f"got {self.learning_decay!r}.")

@@ -266,3 +266,25 @@ def bucket(s3_endpoint):
     name = f"test-{uuid.uuid4().hex[:12]}"
     fs.mkdir(name)
     return Bucket(name, s3_endpoint, fs)
+
+
+def interrupted_fit(estimator, X, when, path):
+    """Fit ``estimator`` on X until ``when(state)`` holds after an iteration (or online step);
+    save that state as a checkpoint at ``path``, stop the fit there, and return the state read
+    back from the checkpoint."""
+    from daskgmm.checkpoint import read_fit_state, write_fit_state
+
+    class Stop(Exception):
+        pass
+
+    def stop(state):
+        if state.current is not None and when(state):
+            write_fit_state(path, state)
+            raise Stop
+
+    try:
+        estimator.fit(X, callback=stop)
+    except Stop:
+        return read_fit_state(path)[0]
+    raise AssertionError("the fit ended before the moment to stop it")
+

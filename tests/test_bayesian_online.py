@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-from conftest import COVARIANCE_TYPES
+from conftest import COVARIANCE_TYPES, interrupted_fit
 from daskgmm import BayesianGaussianMixture
-from daskgmm.checkpoint import read_fit_state, write_fit_state
 
 pytestmark = pytest.mark.filterwarnings("ignore::daskgmm.ConvergenceWarning")
 PRIOR_TYPES = ("dirichlet_process", "dirichlet_distribution")
@@ -61,18 +60,8 @@ def test_an_online_bayesian_fit_resumes_from_a_checkpoint_to_the_same_bits(tmp_p
     params = dict(n_components=6, learning_method="online", random_state=2, max_passes=2,
                   tol=0.0)
     whole = BayesianGaussianMixture(**params).fit(X)
-
-    class Stop(Exception):
-        pass
-
-    def stop_mid_pass(state):
-        if state.current is not None and 0 < state.current.n_iter < 19:
-            write_fit_state(tmp_path / "checkpoint", state)
-            raise Stop
-
-    with pytest.raises(Stop):
-        BayesianGaussianMixture(**params).fit(X, callback=stop_mid_pass)
-    state, _ = read_fit_state(tmp_path / "checkpoint")
+    state = interrupted_fit(BayesianGaussianMixture(**params), X,
+                            lambda state: 0 < state.current.n_iter < 19, tmp_path / "checkpoint")
     resumed = BayesianGaussianMixture(**params).fit(X, resume=state)
     for name in POSTERIOR:
         assert_array_equal(getattr(resumed, name), getattr(whole, name), err_msg=name)

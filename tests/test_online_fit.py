@@ -11,9 +11,8 @@ import pytest
 import zarr
 from numpy.testing import assert_array_equal
 
-from conftest import COVARIANCE_TYPES
+from conftest import COVARIANCE_TYPES, interrupted_fit
 from daskgmm import GaussianMixture
-from daskgmm.checkpoint import read_fit_state, write_fit_state
 from daskgmm.engine import numpy_row_data
 from daskgmm.online import CHAINED_STEPS
 from daskgmm.waves import WavePlan
@@ -113,18 +112,9 @@ def test_a_fit_resumed_from_a_checkpoint_ends_at_the_same_bits(tmp_path, covaria
     params = dict(n_components=3, covariance_type=covariance_type,
                   learning_method="online", random_state=1, max_passes=3, tol=0.0)
     whole = GaussianMixture(**params).fit(X)
-
-    class Stop(Exception):
-        pass
-
-    def stop_mid_pass(state):
-        if state.current is not None and state.current.n_iter == CHAINED_STEPS:
-            write_fit_state(tmp_path / "checkpoint", state)
-            raise Stop
-
-    with pytest.raises(Stop):
-        GaussianMixture(**params).fit(X, callback=stop_mid_pass)
-    state, _ = read_fit_state(tmp_path / "checkpoint")
+    state = interrupted_fit(GaussianMixture(**params), X,
+                            lambda state: state.current.n_iter == CHAINED_STEPS,
+                            tmp_path / "checkpoint")
     assert (state.current.online.passes, state.current.online.position) == (0, 17)
     resumed = GaussianMixture(**params).fit(X, resume=state)
     assert_same_model(whole, resumed)
