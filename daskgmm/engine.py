@@ -18,7 +18,7 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .balance import evened_out
+from .balance import HeldChunks, evened_out
 from .dask_compat import TaskRef, active_client
 from .graph import block_inputs, reduction_graph
 from .kernels import float_dtype_of
@@ -120,6 +120,19 @@ class RowData:
     @cached_property
     def _data_inputs(self):
         return block_inputs(self.data)
+
+    def chunks_subset(self, indices):
+        """Dask data only: the RowData of the chunks ``indices``, in that order (an online
+        fit's wave). Chunks held on the cluster stay where :attr:`held_chunks` evened them out,
+        once for all the subsets; a subset moves none."""
+        part = dask_row_data(self.data.blocks[indices],
+                             None if self.weights is None else self.weights.blocks[indices])
+        if self.held_chunks is not None:
+            held = self.held_chunks
+            part.__dict__["held_chunks"] = HeldChunks([held.inputs[i] for i in indices],
+                                                      [held.holders[i] for i in indices])
+            part.__dict__["_chunks_held"] = True
+        return part
 
     @cached_property
     def _chunks_held(self):

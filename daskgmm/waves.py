@@ -95,18 +95,15 @@ def wave_rows(source, wave):
 
 
 def _dask_wave_rows(source, wave):
-    """A wave's rows as Dask arrays: its whole chunks as they are (no copy, no slicing task),
-    or slices of cut ones."""
+    """A wave's rows as Dask arrays: its whole chunks as they are (no copy, no slicing task;
+    read by tasks of their own, which workers run ahead of the wave), or slices of cut ones."""
     chunk_of = {start: index for index, start in enumerate(source.row_starts)}
     stops = dict(zip(source.row_starts, [*source.row_starts[1:], source.n_rows]))
     if all(stops.get(start) == stop for start, stop in wave):
-        indices = [chunk_of[start] for start, _ in wave]
-        arrays = [None if array is None else array.blocks[indices]
-                  for array in (source.data, source.weights)]
-    else:
-        arrays = [None if array is None else da.concatenate([array[start:stop]
-                                                             for start, stop in wave])
-                  for array in (source.data, source.weights)]
+        return source.chunks_subset([chunk_of[start] for start, _ in wave])
+    arrays = [None if array is None else da.concatenate([array[start:stop]
+                                                         for start, stop in wave])
+              for array in (source.data, source.weights)]
     return dask_row_data(*arrays)
 
 
