@@ -37,7 +37,8 @@ RETIRED_PREFIX = ".daskgmm-retired-"
 DRAFT_PREFIX = ".daskgmm-draft-"
 # Seconds after which another host's draft (whose process cannot be asked) is taken as dead.
 MARKER_GRACE = 60
-_DRAFT_NAME = re.compile(re.escape(DRAFT_PREFIX) + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}")
+_DRAFT_NAME = re.compile(re.escape(DRAFT_PREFIX)
+                         + r"(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-[0-9a-f]{32}")
 _MARKER_FILE = re.compile(re.escape(MARKER) + r"(\.\d+)?")  # the marker or one being written
 _RENAME_EXCHANGE = 2  # renameat2 flag (Linux >= 3.15): swap two paths in one step
 

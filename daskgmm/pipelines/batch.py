@@ -294,13 +294,15 @@ class BatchStore:
 
     def record_model(self, version, entry, channels):
         """Record a model version applied by this run, and the channels inputs must have."""
-        def record(manifest):
-            manifest["models"].setdefault(version, {"run": self.run, "time": now_iso(),
-                                                    "path": self.model_name(version), **entry})
-            if manifest["channels"] is None:
-                manifest["channels"] = channels
+        self.change(lambda manifest: self.add_model(manifest, version, entry, channels))
 
-        self.change(record)
+    def add_model(self, manifest, version, entry, channels):
+        """Add to ``manifest`` a model version applied by this run (and the channels inputs
+        must have, if none are set yet): an edit for :meth:`change`."""
+        manifest["models"].setdefault(version, {"run": self.run, "time": now_iso(),
+                                                "path": self.model_name(version), **entry})
+        if manifest["channels"] is None:
+            manifest["channels"] = channels
 
     def finish(self, record):
         """Log this run's end (``record``, one line of ``runs.jsonl``), then let go of its

@@ -18,7 +18,6 @@ import logging
 from daskgmm import GaussianMixture, store
 
 from .batch import model_version
-from .batch_manifest import now_iso
 from .job_model import Fitted, fit_or_load_drawn, model_summary
 from .training import Standardizer, transform
 
@@ -97,9 +96,6 @@ def _advance(manifest, batch, head, version, entry, channels):
     """Make ``version`` the head if ``head`` still is; whether it did."""
     if current_model(manifest) != head:
         return False
-    manifest["models"].setdefault(version, {"run": batch.run, "time": now_iso(),
-                                            "path": batch.model_name(version), **entry})
+    batch.add_model(manifest, version, entry, channels)
     manifest["current_model"] = version
-    if manifest["channels"] is None:
-        manifest["channels"] = channels
     return True
