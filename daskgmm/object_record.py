@@ -178,6 +178,7 @@ def final_documents(documents, encoding):
     every top group holding its members' documents as consolidated metadata."""
     final = {key: json.loads(document) for key, document in documents.items()}
     for document in final.values():
+        document.pop("consolidated_metadata", None)  # a writer's own, made before publishing
         if document.get("node_type") == "array":
             document["chunk_key_encoding"] = ENCODINGS[encoding]
     nodes = {key.rpartition("/")[0] if "/" in key else "": key for key in final}

@@ -6,7 +6,9 @@ The pipelines of ``python -m daskgmm.run`` read and write Zarr only through this
 
 import itertools
 import json
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import dask.array as da
 import zarr
@@ -133,6 +135,29 @@ def write_attrs(path, attrs):
     zarr.open_group(location(path), mode="a").attrs.update(attrs)
 
 
+class ArraySpec(NamedTuple):
+    """An output array to create: its shape, chunks, dtype, fill value and dimension names.
+
+    A chunk not yet written reads as the fill value. The dimension names (Zarr v3
+    ``dimension_names``) are what ``xarray.open_zarr`` names the array's dims by.
+    """
+
+    shape: tuple
+    chunks: tuple
+    dtype: object
+    fill_value: object = None
+    dims: tuple = None
+
+
+def consolidate(path):
+    """Record the metadata of every array of the Zarr group at ``path`` in its root, so that
+    ``xarray.open_zarr`` reads the group in one request and without a warning."""
+    group = zarr.open_group(location(path), mode="a")  # created if new: a job of attributes
+    with warnings.catch_warnings():  # zarr warns that Zarr v3 has no such extension yet
+        warnings.filterwarnings("ignore", "Consolidated metadata", UserWarning)
+        zarr.consolidate_metadata(group.store_path)
+
+
 def create_arrays(path, specs):
     """Create empty arrays in the Zarr group at ``path`` (created if new); return them by name.
 
@@ -140,22 +165,21 @@ def create_arrays(path, specs):
     ----------
     path : Path
         Inside a job's staging directory.
-    specs : dict of str to tuple
-        ``(shape, chunks, dtype, fill_value)`` of each array; a chunk not yet written reads as
-        the fill value.
+    specs : dict of str to ArraySpec
 
     Returns
     -------
     dict of str to zarr.Array
     """
     group = zarr.open_group(location(path), mode="a")
-    return {name: group.create_array(name, shape=shape, chunks=chunks, dtype=dtype,
-                                     fill_value=fill_value, compressors=OUTPUT_COMPRESSOR,
-                                     config=OUTPUT_CONFIG)
-            for name, (shape, chunks, dtype, fill_value) in specs.items()}
+    return {name: group.create_array(name, shape=spec.shape, chunks=spec.chunks,
+                                     dtype=spec.dtype, fill_value=spec.fill_value,
+                                     dimension_names=spec.dims,
+                                     compressors=OUTPUT_COMPRESSOR, config=OUTPUT_CONFIG)
+            for name, spec in specs.items()}
 
 
-def store_arrays(path, arrays, fill_values=None):
+def store_arrays(path, arrays, fill_values=None, dims=None):
     """Create one array per entry of ``arrays`` in the Zarr group at ``path``; return the lazy
     write of all.
 
@@ -167,6 +191,8 @@ def store_arrays(path, arrays, fill_values=None):
         Each is stored with its chunk size (irregular chunks are made regular first).
     fill_values : dict of str to scalar, optional
         The fill value recorded for an array (e.g. the label given to no-data pixels).
+    dims : dict of str to tuple of str, optional
+        The dimension names of an array.
 
     Returns
     -------
@@ -174,10 +200,10 @@ def store_arrays(path, arrays, fill_values=None):
         Computing it writes every array; one computation shares the work the arrays have in
         common (the input is read once).
     """
-    fill_values = fill_values or {}
+    fill_values, dims = fill_values or {}, dims or {}
     sources = {name: data.rechunk(data.chunksize) for name, data in arrays.items()}
-    targets = create_arrays(path, {name: (data.shape, data.chunksize, data.dtype,
-                                          fill_values.get(name))
+    targets = create_arrays(path, {name: ArraySpec(data.shape, data.chunksize, data.dtype,
+                                                   fill_values.get(name), dims.get(name))
                                    for name, data in sources.items()})
     return da.store(list(sources.values()), list(targets.values()), lock=False, compute=False)
 

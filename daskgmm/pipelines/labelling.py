@@ -13,15 +13,16 @@ from dask.base import tokenize
 
 from daskgmm.evaluation import evaluate_rows
 from daskgmm.kernels import count_nonfinite_rows
+from daskgmm.store import ArraySpec
 from daskgmm.threads import single_threaded_blas
 
 from .colour_table import colour_table, look_up, worth_a_table
 from .pixels import chunk_pixels, chunk_size, tree_merge, valid_pixels
-from .predictions import label_dtype, no_data_label
+from .predictions import PIXEL_DIMS, dimension_names, label_dtype, no_data_label
 
 
 def output_arrays(config, shape, chunks, n_components):
-    """Name -> (shape, chunks, dtype, fill value) of the arrays the pass writes.
+    """Name -> :class:`~daskgmm.store.ArraySpec` of the arrays the pass writes.
 
     Parameters
     ----------
@@ -37,7 +38,8 @@ def output_arrays(config, shape, chunks, n_components):
                                   np.dtype(np.float32), np.nan)
     if config.log_likelihood:
         specs["log_likelihood"] = (shape, chunks, np.dtype(np.float32), np.nan)
-    return specs
+    return {name: ArraySpec(*spec, dims=dimension_names(spec[0], PIXEL_DIMS))
+            for name, spec in specs.items()}
 
 
 def label_chunk(parts, mask, region, targets, density, transform, nodata, table=None,

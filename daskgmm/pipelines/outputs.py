@@ -22,6 +22,7 @@ from daskgmm.storage import is_url
 
 from .inputs import generates
 from .job_model import model_summary
+from .predictions import ROW_DIMS, dimension_names
 from .progress import compute
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,10 @@ class JobOutput:
         self._write_file = write_file
 
     def write_arrays(self, arrays, fill_values=None, also=()):
-        """Write Dask arrays into ``result.zarr`` in one computation; return ``also`` computed."""
-        writes = store.store_arrays(self.result, arrays, fill_values)
+        """Write per-row Dask arrays into ``result.zarr`` in one computation (dims ``row``, and
+        ``component`` for a per-component axis); return ``also`` computed."""
+        dims = {name: dimension_names(data.shape, ROW_DIMS) for name, data in arrays.items()}
+        writes = store.store_arrays(self.result, arrays, fill_values, dims)
         results = compute(writes, *also, label=f"wrote {', '.join(arrays)}")
         return results[1:]
 
@@ -134,6 +137,7 @@ class JobOutput:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "complete": True,
         }
+        store.consolidate(self.result)
         store.write_attrs(self.result, {"daskgmm": record})
 
 

@@ -6,6 +6,12 @@ Rows without data get the no-data label (the largest value of the label dtype) a
 import dask.array as da
 import numpy as np
 
+# The outputs' dimension names (Zarr v3 ``dimension_names``), so that ``xarray.open_zarr``
+# names and aligns the arrays of result.zarr as they are.
+ROW_DIMS = ("row",)
+PIXEL_DIMS = ("image", "y", "x")
+COMPONENT_DIM = "component"
+
 
 def label_dtype(n_components):
     """The smallest unsigned integer dtype holding labels 0..K-1 and a no-data label."""
@@ -54,6 +60,11 @@ def prediction_arrays(fitted, rows, output, valid=None):
     fills = {"labels": no_data_label(dtype), "probabilities": np.nan, "log_likelihood": np.nan}
     return ({name: where_valid(array, valid, fills[name]) for name, array in arrays.items()},
             {name: fills[name] for name in arrays})
+
+
+def dimension_names(shape, base):
+    """The dimension names of an output of ``shape``: ``base``, then one per component."""
+    return tuple(base) + (COMPONENT_DIM,) * (len(shape) - len(base))
 
 
 def _dims(shape):
