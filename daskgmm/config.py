@@ -23,6 +23,7 @@ from .options import (
     GENERATORS,
     IDENTITIES,
     INPUT_FORMATS,
+    OUTPUT_FORMATS,
     PIPELINES,
 )
 from .schema import (  # noqa: F401  (apply_override, parse_yaml: part of this module's API)
@@ -41,14 +42,19 @@ from .schema import (  # noqa: F401  (apply_override, parse_yaml: part of this m
 class InputConfig(Section):
     """Where the data comes from.
 
-    ``path`` is a Zarr store (local path or fsspec URL), a folder or glob of PNG/JPEG/TIFF
-    images, or CSV/Parquet files (a path or glob). ``format: auto`` tells them apart by name.
+    ``path`` is a Zarr store (local path or fsspec URL), an OME-Zarr image, plate or well, an
+    xarray Dataset or DataArray written to Zarr (``variable`` names the data variable,
+    ``feature_dim`` the dim that holds the features), a folder or glob of PNG/JPEG/TIFF
+    images, or CSV/Parquet files (a path or glob). ``format: auto`` tells them apart by name
+    and metadata.
     """
 
     path: str = option()
     array: str | None = None
     format: str = option("auto", choices=INPUT_FORMATS)
     columns: list[str] | None = None
+    variable: str | None = None
+    feature_dim: str | None = None
     channel_axis: int = -1
     nodata: float | None = None
     mask: str | None = None
@@ -67,6 +73,7 @@ class TrainingConfig(Section):
     the estimator's ``batch_size`` and ``max_passes``)."""
 
     sample: int | None = option(None, low=1)
+    level: int = option(0, low=0)
     standardize: bool = False
     method: str = option("batch", choices=("batch", "online"))
     batch_size: int | None = option(None, low=1)
@@ -82,14 +89,21 @@ class TrainingConfig(Section):
 
 @dataclass
 class OutputConfig(Section):
-    """The job's output folder and what goes in it."""
+    """The job's output folder and what goes in it.
+
+    ``format: ome-zarr`` (the default for OME-Zarr input) adds the segment job's labels as an
+    NGFF labels image, and its scores as NGFF images; ``geotiff`` adds the labels as tiled
+    GeoTIFF files with the input's georeferencing.
+    """
 
     path: str = option()
     overwrite: bool = False
+    format: str = option("auto", choices=OUTPUT_FORMATS)
     probabilities: bool = False
     log_likelihood: bool = False
     preview: bool = True
-    preview_channels: list[int] | None = None
+    preview_bands: list[int] | None = None
+    geotiff: bool = False
 
     def check(self, key):
         if is_url(self.path):
@@ -97,9 +111,9 @@ class OutputConfig(Section):
         elif Path(self.path).name in ("", ".."):  # the job would replace a parent folder
             raise ConfigError(f"must name the output folder itself, got {shown(self.path)}",
                               f"{key}.path")
-        if self.preview_channels is not None and len(self.preview_channels) not in (1, 3):
+        if self.preview_bands is not None and len(self.preview_bands) not in (1, 3):
             raise ConfigError("must list 1 (grey) or 3 (red, green, blue) channel indices, got "
-                              f"{shown(self.preview_channels)}", f"{key}.preview_channels")
+                              f"{shown(self.preview_bands)}", f"{key}.preview_bands")
 
 
 @dataclass

@@ -1,13 +1,20 @@
-"""Image files in and out: PNG, JPEG and TIFF (local or at URLs) read by Pillow, PNG written."""
+"""Image files in and out (local or at URLs): PNG and JPEG read by Pillow, TIFF and BigTIFF by
+tifffile (:mod:`daskgmm.tiff`, lazily by tiles), PNG written.
+
+Every image file is read as a stack ``(n, height, width, channels)``: one image for PNG and
+JPEG, one per page of a TIFF's first series (usually one).
+"""
 
 from pathlib import Path
 
 import dask.array as da
 import numpy as np
 
+from . import tiff
 from .storage import open_file, storage_options
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+PILLOW_SUFFIXES = (".png", ".jpg", ".jpeg")
+IMAGE_SUFFIXES = PILLOW_SUFFIXES + tiff.TIFF_SUFFIXES
 # Pillow modes whose pixels are not 8-bit, and the NumPy dtype each decodes to.
 _PILLOW_DTYPES = {"I;16": np.uint16, "I;16B": np.uint16, "I;16L": np.uint16, "I": np.int32,
                   "F": np.float32}
@@ -18,7 +25,7 @@ def _pillow():
     try:
         from PIL import Image
     except ImportError:
-        raise ImportError("Reading and writing PNG/JPEG/TIFF needs Pillow: pip install pillow") \
+        raise ImportError("Reading and writing PNG/JPEG needs Pillow: pip install pillow") \
             from None
     return Image
 
@@ -30,8 +37,14 @@ def _decoded_mode(image):
     return _CONVERTED_MODES.get(image.mode, image.mode)
 
 
+def is_tiff(path):
+    """Whether an image file is a TIFF, by its name: read by tifffile, not Pillow."""
+    return Path(str(path)).suffix.lower() in tiff.TIFF_SUFFIXES
+
+
 def image_file_info(path, options=None):
-    """Return the ``(height, width, channels)`` shape and dtype of an image file, from its header.
+    """Return the ``(n, height, width, channels)`` shape and dtype of an image file, from its
+    header.
 
     Parameters
     ----------
@@ -48,8 +61,11 @@ def image_file_info(path, options=None):
     Raises
     ------
     ValueError
-        If Pillow cannot read the file as an image.
+        If the file cannot be read as an image.
     """
+    if is_tiff(path):
+        layout = tiff.tiff_layout(path, options)
+        return layout.shape, layout.dtype
     Image = _pillow()
     try:
         with open_file(path, options) as file, Image.open(file) as image:
@@ -59,11 +75,17 @@ def image_file_info(path, options=None):
     except (OSError, SyntaxError) as error:
         raise ValueError(f"{str(path)!r} is not a readable image ({error}).") from None
     dtype = np.dtype(_PILLOW_DTYPES.get(mode, np.uint8))
-    return (height, width, Image.getmodebands(mode)), dtype
+    return (1, height, width, Image.getmodebands(mode)), dtype
+
+
+def georeferencing(path, options=None):
+    """The GeoTIFF tags of an image file (:func:`daskgmm.tiff.georeferencing`); empty for a
+    file that has none (every PNG and JPEG)."""
+    return tiff.tiff_layout(path, options).georeferencing if is_tiff(path) else {}
 
 
 def read_image_file(path, options=None):
-    """Decode an image file to an array of shape ``(height, width, channels)``.
+    """Decode a PNG or JPEG file to an array of shape ``(height, width, channels)``.
 
     Parameters
     ----------
@@ -87,25 +109,30 @@ def read_image_file(path, options=None):
 
 
 def open_image_files(files, shape, dtype):
-    """Stack same-sized image files lazily, one per chunk.
+    """Stack same-sized image files lazily: a PNG or JPEG in one chunk, a TIFF by its tiles.
 
     Parameters
     ----------
     files : list of str or Path
     shape : tuple of int
-        ``(height, width, channels)`` of every file (see :func:`image_file_info`).
+        ``(n, height, width, channels)`` of every file (see :func:`image_file_info`).
     dtype : numpy.dtype
 
     Returns
     -------
-    dask.array.Array of shape (n_files, height, width, channels)
+    dask.array.Array of shape (n_files * n, height, width, channels)
     """
+    return da.concatenate([_open_image_file(str(f), shape, dtype) for f in files])
+
+
+def _open_image_file(path, shape, dtype):
+    options = storage_options(path)
+    if is_tiff(path):
+        return tiff.open_tiff(path, tiff.tiff_layout(path, options), options)
     import dask
 
-    images = [da.from_delayed(dask.delayed(read_image_file)(str(f), storage_options(f)),
-                              shape=shape, dtype=dtype)
-              for f in files]
-    return da.stack(images)
+    return da.from_delayed(dask.delayed(read_image_file)(path, options), shape=shape[1:],
+                           dtype=dtype)[None]
 
 
 def image_file_error(path, options=None):
@@ -114,6 +141,8 @@ def image_file_error(path, options=None):
     A batch checks its image files with this on the cluster before reading any of them: a file
     whose header reads but whose pixels do not (truncated, corrupt) fails only when decoded.
     """
+    if is_tiff(path):
+        return tiff.tiff_file_error(path, options)
     try:
         read_image_file(path, options)
     except (OSError, SyntaxError, ValueError) as error:

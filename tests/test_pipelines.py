@@ -186,7 +186,7 @@ def test_segment_ingests_image_files_once_and_applies_a_saved_model(client, tmp_
     ({"input": {"channel_axis": 4}}, "input.channel_axis"),
     ({"input": {"mask": "MASK"}}, "input.mask"),
     ({"input": {"array": "nope"}}, "input.array"),
-    ({"output": {"preview_channels": [0, 1, 7]}}, "output.preview_channels"),
+    ({"output": {"preview_bands": [0, 1, 7]}}, "output.preview_bands"),
 ])
 def test_segment_mistakes_found_before_work(tmp_path, changes, key):
     write_zarr(tmp_path / "images.zarr", scene(n=1))

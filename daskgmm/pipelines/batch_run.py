@@ -208,7 +208,7 @@ def _open_input(item, channel_axis):
     """One input as ``(n, H, W, C)`` images, or the reason it cannot be read as images."""
     try:
         if item.array is None:
-            array = open_image_files([item.path], *image_file_info(item.path))[0]
+            array = open_image_files([item.path], *image_file_info(item.path))
         else:
             array = store.open_array(item.location)
         image_stack_shape(array.shape, channel_axis)

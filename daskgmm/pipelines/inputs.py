@@ -5,7 +5,7 @@ store that holds the very same files is reused); CSV and Parquet files are read 
 configured with ``generate`` is written first when it is missing.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +13,13 @@ import numpy as np
 from daskgmm import store
 from daskgmm.atomic import folder_exists
 from daskgmm.config import ConfigError
-from daskgmm.images import IMAGE_SUFFIXES, image_file_info, open_image_files
+from daskgmm.images import (
+    IMAGE_SUFFIXES,
+    georeferencing,
+    image_file_info,
+    is_tiff,
+    open_image_files,
+)
 from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
 from daskgmm.storage import check_url, exists, file_signature, is_url
 from daskgmm.tables import TABLE_SUFFIXES, open_table, table_rows
@@ -44,7 +50,8 @@ class Source:
     """One input, described before any work; :meth:`open` returns its lazy Dask array.
 
     ``opener(guard)`` returns the array; a source that writes first (``creates``) clears that
-    path with the guard.
+    path with the guard. ``metadata`` is what the input says of where its pixels are (a
+    GeoTIFF's georeferencing, an OME-Zarr image's axes), carried into the outputs.
     """
 
     key: str
@@ -55,6 +62,7 @@ class Source:
     opener: object
     chunks: tuple = None
     creates: Creates = None
+    metadata: dict = field(default_factory=dict)
 
     def open(self, guard=None):
         """Return the input as a Dask array (ingesting or generating it first if needed)."""
@@ -119,11 +127,25 @@ def _image_layout(files, key):
 def _image_source(config, key, ingest_to):
     files = input_files(config.path, key, IMAGE_SUFFIXES, "PNG/JPEG/TIFF")
     shape, dtype = _image_layout(files, key)
+    stack = (len(files) * shape[0],) + shape[1:]
+    if all(is_tiff(f) for f in files):  # read by their tiles as they are: no copy
+        return Source(key, config.path, f"{len(files)} TIFF file(s), read by tiles", stack,
+                      dtype, lambda guard: open_image_files(files, shape, dtype),
+                      metadata=_georeferencing(files, shape[0], key))
     creates = Creates(config.ingest_to or ingest_to, f"{key}.ingest_to", INGEST, replace=True)
     return Source(key, config.path, f"{len(files)} image file(s), ingested to {creates.path}",
-                  (len(files),) + shape, dtype,
+                  stack, dtype,
                   lambda guard: _ingested(files, shape, dtype, creates.check(guard)),
                   creates=creates)
+
+
+def _georeferencing(files, pages, key):
+    """``{"geotiff": [tags of each image]}`` for GeoTIFF files, else an empty dict."""
+    try:
+        tags = [georeferencing(f) for f in files]
+    except (ValueError, PermissionError) as error:
+        raise ConfigError(str(error), f"{key}.path") from None
+    return {"geotiff": [t for t in tags for _ in range(pages)]} if any(tags) else {}
 
 
 def _ingested(files, shape, dtype, target):

@@ -7,6 +7,7 @@ folder is a new generation, committed by one conditional write
 (:mod:`daskgmm.object_output`).
 """
 
+import io
 import logging
 from contextlib import contextmanager
 from functools import partial
@@ -120,6 +121,23 @@ class JobOutput:
     def write_png(self, name, pixels):
         """Write a PNG file beside ``result.zarr`` (see :func:`daskgmm.images.encode_png`)."""
         self._write_file(name, encode_png(pixels))
+
+    def write_stream(self, name, write):
+        """Write a file beside ``result.zarr`` by calling ``write(file)`` on a binary file: on
+        disk straight into the staging folder, in object storage buffered and put whole."""
+        if isinstance(self.root, Path):
+            path = self.root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as file:
+                write(file)
+            return
+        buffer = io.BytesIO()
+        write(buffer)
+        self._write_file(name, buffer.getvalue())
+
+    def write_attrs(self, attrs):
+        """Add ``attrs`` to ``result.zarr``'s attributes (what the input said of its pixels)."""
+        store.write_attrs(self.result, attrs)
 
     def write_text(self, name, text):
         """Write a text file beside ``result.zarr``."""

@@ -14,7 +14,11 @@ SERIES_COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40),
                   (148, 103, 189), (140, 86, 75), (227, 119, 194), (127, 127, 127)]
 
 
-def component_colours(means, input_dtype, channels=None, used=None):
+# The percentiles of each band that a preview's stretch maps to 0 and 255.
+STRETCH_PERCENTILES = (2.0, 98.0)
+
+
+def component_colours(means, input_dtype, channels=None, used=None, counts=None):
     """Return one RGB colour per component from its mean, in the input's units.
 
     Parameters
@@ -23,7 +27,8 @@ def component_colours(means, input_dtype, channels=None, used=None):
         Component means in the units of the input pixels.
     input_dtype : numpy dtype
         uint8 means are used as they are; other means are stretched to 0..255 over the range of
-        the chosen channels across components.
+        the chosen channels across components, or, with ``counts``, each channel over its
+        :data:`STRETCH_PERCENTILES` in the picture.
     channels : list of int, optional
         Three channels to show as red, green and blue, or one to show as grey; the first three
         (or the first, with fewer than three channels) when None.
@@ -31,6 +36,9 @@ def component_colours(means, input_dtype, channels=None, used=None):
         The components the model uses (a Bayesian mixture's effective ones); only their means
         set the stretch, and each other component takes the colour of the used one nearest
         to it. All when None.
+    counts : ndarray of shape (n_components,), optional
+        The pixels labelled with each component: a picture painted with the means holds each
+        mean that many times, so its percentiles are the means' percentiles so weighted.
 
     Returns
     -------
@@ -45,20 +53,40 @@ def component_colours(means, input_dtype, channels=None, used=None):
         channels = [0, 1, 2] if means.shape[1] >= 3 else [0]
     shown = means[:, channels]
     if np.dtype(input_dtype) != np.uint8:
-        low, high = shown.min(), shown.max()
-        shown = (shown - low) / (high - low) * 255 if high > low else np.full_like(shown, 128)
+        low, high = (shown.min(), shown.max()) if counts is None else _percentiles(shown, counts)
+        span = np.where(high > low, high - low, 1.0)
+        shown = np.where(high > low, (shown - low) / span * 255, 128.0)
     if shown.shape[1] == 1:
         shown = np.repeat(shown, 3, axis=1)
     return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
 
 
+def _percentiles(values, counts):
+    """Each column's :data:`STRETCH_PERCENTILES` over rows weighted by ``counts``: the lowest
+    value whose weighted share reaches each percentile."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.sum() <= 0:
+        return values.min(axis=0), values.max(axis=0)
+    bounds = []
+    for percentile in STRETCH_PERCENTILES:
+        column = []
+        for values_of_band in values.T:
+            order = np.argsort(values_of_band, kind="stable")
+            shares = np.cumsum(counts[order]) / counts.sum() * 100
+            place = min(int(np.searchsorted(shares, percentile)), len(order) - 1)
+            column.append(values_of_band[order][place])
+        bounds.append(np.array(column))
+    return bounds[0], bounds[1]
+
+
 def colour_labels(labels, colours):
-    """Return an RGB image of ``labels`` painted with ``colours``; other labels (no data) black."""
-    colours = np.asarray(colours, dtype=np.uint8)
-    known = labels < len(colours)
-    image = np.zeros(labels.shape + (3,), dtype=np.uint8)
-    image[known] = colours[labels[known]]
-    return image
+    """Return an RGB image of ``labels`` painted with ``colours``; other labels (no data) black.
+
+    One look-up in a table of every label value: no mask or copy of the labels' size.
+    """
+    table = np.zeros((max(len(colours), int(labels.max(initial=0)) + 1), 3), dtype=np.uint8)
+    table[:len(colours)] = np.asarray(colours, dtype=np.uint8)
+    return table[labels]
 
 
 def _segment(canvas, start, end, colour, width=2):

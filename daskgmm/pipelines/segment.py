@@ -35,10 +35,11 @@ from daskgmm.storage import sibling
 from .inputs import resolve_source
 from .job_model import fit_or_load_drawn
 from .labelling import assemble_preview, label_pixels, output_arrays
+from .geotiff_output import write_label_geotiffs
 from .outputs import job_output
 from .pixels import held_in_memory, image_stack, pixel_chunks, training_pixels
 from .plan import Plan, describe_fit, prepare_job
-from .predictions import describe_predictions
+from .predictions import describe_predictions, label_dtype, no_data_label
 from .progress import compute
 from .render import colour_labels, component_colours
 
@@ -84,11 +85,11 @@ def _mask(config, stack_shape):
     return mask
 
 
-def _check_preview_channels(output, n_channels):
-    for channel in output.preview_channels or ():
+def _check_preview_bands(output, n_channels):
+    for channel in output.preview_bands or ():
         if not 0 <= channel < n_channels:
             raise ConfigError(f"channel {channel} does not exist; the images have {n_channels}",
-                              "output.preview_channels")
+                              "output.preview_bands")
 
 
 def _describe_outputs(config, stack_shape, n_components):
@@ -112,7 +113,7 @@ def prepare(config, resume=False):
     source = resolve_source(config.input, "input", sibling(config.output.path, ".input.zarr"))
     stack_shape = image_stack_shape(source.shape, config.input.channel_axis)
     mask = _mask(config.input, stack_shape)
-    _check_preview_channels(config.output, stack_shape[-1])
+    _check_preview_bands(config.output, stack_shape[-1])
     prepared = prepare_job(config, {"input": source}, stack_shape[-1], resume)
     prepared.extra["mask"] = mask
     inputs = [source.describe()] + ([f"mask: {config.input.mask}"] if mask is not None else [])
@@ -147,8 +148,31 @@ def run(prepared):
     fitted = fit_or_load_drawn(prepared, lambda: training_pixels(config, [images], chunks))
     with job_output(prepared) as output:
         write_segmentation(output, fitted, images, chunks, config)
+        write_placed_outputs(output, fitted, prepared.sources["input"], config)
         output.write_model(fitted)
     return output.summary
+
+
+def write_placed_outputs(output, fitted, source, config):
+    """Carry over what the input says of where its pixels are: its metadata into
+    ``result.zarr``'s attributes, and the labels as GeoTIFF files (``output.geotiff``).
+
+    Parameters
+    ----------
+    output : JobOutput
+        Whose ``labels`` are written (:func:`write_segmentation`).
+    fitted : Fitted
+    source : Source
+        The input, opened.
+    config : JobConfig
+    """
+    if source.metadata:
+        output.write_attrs(source.metadata)
+    n_images = output.summary["images"][0]
+    if config.output.geotiff:
+        tags = source.metadata.get("geotiff") or [{}] * n_images
+        no_data = no_data_label(label_dtype(fitted.model.n_components))
+        output.summary["geotiff"] = write_label_geotiffs(output, tags, no_data)
 
 
 def write_segmentation(output, fitted, images, chunks, config):
@@ -187,7 +211,8 @@ def write_segmentation(output, fitted, images, chunks, config):
         labels = specs["labels"][2]
         previews = (_assembled_previews(pieces, chunks, (height, width), step, labels) if in_pass
                     else _read_previews(output, step))
-        _write_previews(output, fitted, images.dtype, config.output.preview_channels, previews)
+        _write_previews(output, fitted, (images.dtype, pixel_counts),
+                        config.output.preview_bands, previews)
     output.summary.update({
         "images": [n, height, width, channels],
         "labels": f"{specs['labels'][0]} {specs['labels'][2]}",
@@ -218,12 +243,19 @@ def _read_previews(output, step):
         yield from zip(batch, compute(*[labels[i, ::step, ::step] for i in batch]))
 
 
-def _write_previews(output, fitted, input_dtype, channels, previews):
-    """Write one PNG per image of ``previews``, pixels painted with their component's mean
-    colour (a Bayesian mixture's: only its effective components' colours)."""
+def label_colours(fitted, input_dtype, bands, counts):
+    """The colour of each component: its mean in ``bands`` (a Bayesian mixture's nearest
+    effective component's), stretched over the picture's percentiles (see
+    :func:`.render.component_colours`)."""
     means = fitted.model.means_
     if fitted.scaler is not None:
         means = fitted.scaler.inverse(means)
-    colours = component_colours(means, input_dtype, channels, effective_mask(fitted.model))
+    return component_colours(means, input_dtype, bands, effective_mask(fitted.model), counts)
+
+
+def _write_previews(output, fitted, pixels, bands, previews):
+    """Write one PNG per image of ``previews``, pixels painted with their component's colour
+    (:func:`label_colours`; ``pixels``: the input's dtype and the count per component)."""
+    colours = label_colours(fitted, pixels[0], bands, pixels[1])
     for i, picture in previews:
         output.write_png(f"previews/image-{i:04d}.png", colour_labels(picture, colours))
