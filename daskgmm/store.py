@@ -149,6 +149,12 @@ class ArraySpec(NamedTuple):
     dims: tuple = None
 
 
+def create_group(path, zarr_format=3):
+    """Create a new, empty Zarr group at ``path`` (inside a job's staging directory) in
+    ``zarr_format`` (2 for OME-NGFF 0.4 images); return it."""
+    return zarr.open_group(location(path), mode="w", zarr_format=zarr_format)
+
+
 def consolidate(path):
     """Record the metadata of every array of the Zarr group at ``path`` in its root, so that
     ``xarray.open_zarr`` reads the group in one request and without a warning."""

@@ -99,6 +99,7 @@ def run(prepared):
     flags = scores < threshold  # False for NaN: a row without data is never flagged
     with job_output(prepared) as output:
         (n_flagged,) = output.write_arrays({"scores": scores, "flags": flags}, also=[flags.sum()])
+        output.write_coords((scored or prepared.sources["input"]).coords)
         output.write_model(fitted)
         output.summary.update({
             "threshold": threshold,

@@ -49,6 +49,7 @@ def run(prepared):
     counts = component_counts(arrays["labels"], fitted.model.n_components)
     with job_output(prepared) as output:
         (row_counts,) = output.write_arrays(arrays, fills, also=[counts])
+        output.write_coords(prepared.sources["input"].coords)
         output.write_model(fitted)
         output.summary.update({
             "rows": int(rows.shape[0]),

@@ -9,11 +9,11 @@ import glob
 import os
 from pathlib import Path
 
-from daskgmm import storage
+from daskgmm import ngff, storage
 from daskgmm.config import ConfigError
 from daskgmm.guard import glob_root
 from daskgmm.images import IMAGE_SUFFIXES
-from daskgmm.storage import is_url
+from daskgmm.storage import is_url, storage_options
 from daskgmm.store import is_zarr_store
 from daskgmm.tables import TABLE_SUFFIXES
 
@@ -35,7 +35,7 @@ def input_format(config, key):
 
     Returns
     -------
-    {'zarr', 'images', 'csv', 'parquet'}
+    {'zarr', 'ome-zarr', 'xarray', 'images', 'csv', 'parquet'}
 
     Raises
     ------
@@ -45,10 +45,29 @@ def input_format(config, key):
     if config.format != "auto":
         return config.format
     if is_zarr_path(config.path):
-        return "zarr"
+        return _zarr_format(config, key)
     if not glob.has_magic(config.path) and _listed(config.path) is not None:
         return "images"  # a folder
     return _format_of_files(config.path, key)
+
+
+def _zarr_format(config, key):
+    """``ome-zarr`` for a store with OME-NGFF metadata, ``xarray`` when a variable or feature
+    dim is named, else ``zarr``.
+
+    Raises
+    ------
+    ConfigError
+        For an HCS plate or well outside batch mode.
+    """
+    if config.variable is not None or config.feature_dim is not None:
+        return "xarray"
+    if config.array is None and ngff.ngff_version(config.path, storage_options(config.path)):
+        if ngff.is_hcs(config.path, storage_options(config.path)):
+            raise ConfigError(f"{config.path!r} is an OME-Zarr plate or well: its fields are a "
+                              "batch; add a batch section (batch: {})", f"{key}.path")
+        return "ome-zarr"
+    return "zarr"
 
 
 def _format_of_files(path, key):

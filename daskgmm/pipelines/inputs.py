@@ -51,7 +51,9 @@ class Source:
 
     ``opener(guard)`` returns the array; a source that writes first (``creates``) clears that
     path with the guard. ``metadata`` is what the input says of where its pixels are (a
-    GeoTIFF's georeferencing, an OME-Zarr image's axes), carried into the outputs.
+    GeoTIFF's georeferencing, an OME-Zarr image's axes), carried into the outputs' attributes;
+    ``coords`` its coordinates along the outputs' dims (``row``, ``y``, ``x``). A
+    ``channel_axis`` read from the input's metadata overrides ``input.channel_axis``.
     """
 
     key: str
@@ -63,6 +65,8 @@ class Source:
     chunks: tuple = None
     creates: Creates = None
     metadata: dict = field(default_factory=dict)
+    coords: dict = field(default_factory=dict)
+    channel_axis: int = None
 
     def open(self, guard=None):
         """Return the input as a Dask array (ingesting or generating it first if needed)."""
@@ -209,6 +213,10 @@ def resolve_source(config, key, ingest_to=None):
     if generates(config):
         return _generated_source(config, key)
     kind = input_format(config, key)
+    if kind in ("ome-zarr", "xarray"):
+        from .described_inputs import ome_source, xarray_source  # they build on Source
+
+        return (ome_source if kind == "ome-zarr" else xarray_source)(config, key)
     if kind == "zarr":
         return _zarr_source(config, key)
     if kind == "images":

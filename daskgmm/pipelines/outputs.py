@@ -14,6 +14,8 @@ from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
+import dask.array as da
+
 import daskgmm
 from daskgmm import atomic, object_output, store
 from daskgmm.guard import Guard
@@ -102,6 +104,16 @@ class JobOutput:
         writes = store.store_arrays(self.result, arrays, fill_values, dims)
         results = compute(writes, *also, label=f"wrote {', '.join(arrays)}")
         return results[1:]
+
+    def write_coords(self, coords):
+        """Write 1-D coordinates (dim name -> values) into ``result.zarr``, each as an array of
+        its own dim, which ``xarray.open_zarr`` takes as that dim's coordinate."""
+        if coords:
+            arrays = {name: da.from_array(values, chunks=len(values))
+                      for name, values in coords.items()}
+            compute(store.store_arrays(self.result, arrays, dims={name: (name,) for name in
+                                                                  coords}),
+                    label=f"wrote coordinates {', '.join(coords)}")
 
     def create_arrays(self, specs):
         """Create empty arrays in ``result.zarr`` (see :func:`daskgmm.store.create_arrays`) for

@@ -6,6 +6,8 @@ built-in bitmap font. Writing the PNG files is :func:`daskgmm.images.write_png`'
 
 import numpy as np
 
+from daskgmm.model_config import effective_mask
+
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 GREY = (200, 200, 200)
@@ -59,6 +61,16 @@ def component_colours(means, input_dtype, channels=None, used=None, counts=None)
     if shown.shape[1] == 1:
         shown = np.repeat(shown, 3, axis=1)
     return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
+
+
+def label_colours(fitted, input_dtype, bands, counts):
+    """The colour of each component: its mean in ``bands`` (a Bayesian mixture's nearest
+    effective component's), stretched over the picture's percentiles (see
+    :func:`component_colours`)."""
+    means = fitted.model.means_
+    if fitted.scaler is not None:
+        means = fitted.scaler.inverse(means)
+    return component_colours(means, input_dtype, bands, effective_mask(fitted.model), counts)
 
 
 def _percentiles(values, counts):

@@ -29,19 +29,19 @@ import numpy as np
 from daskgmm import store
 from daskgmm.config import ConfigError
 from daskgmm.kernels import float_dtype_of
-from daskgmm.model_config import effective_mask
 from daskgmm.storage import sibling
 
 from .inputs import resolve_source
 from .job_model import fit_or_load_drawn
 from .labelling import assemble_preview, label_pixels, output_arrays
 from .geotiff_output import write_label_geotiffs
+from .ome_output import write_ome_zarr, writes_ome_zarr
 from .outputs import job_output
 from .pixels import held_in_memory, image_stack, pixel_chunks, training_pixels
 from .plan import Plan, describe_fit, prepare_job
 from .predictions import describe_predictions, label_dtype, no_data_label
 from .progress import compute
-from .render import colour_labels, component_colours
+from .render import colour_labels, label_colours
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,28 @@ def image_stack_shape(shape, channel_axis, key="input"):
     axis = channel_axis % len(shape)
     rest = tuple(size for i, size in enumerate(shape) if i != axis)
     return (1,) * (4 - len(shape)) + rest + (shape[axis],)
+
+
+def channel_axis(source, config):
+    """The input's channel axis: as its metadata say (OME-Zarr, xarray), else as configured."""
+    return config.channel_axis if source.channel_axis is None else source.channel_axis
+
+
+def _training_level(config, source, mask):
+    """The coarser level of an OME-Zarr image that ``training.level`` fits on, as images
+    ``(n, H, W, C)``; None to fit on the input itself."""
+    level = config.training.level
+    if level == 0:
+        return None
+    if not source.kind.startswith("OME-Zarr"):
+        raise ConfigError(f"is {level}, but only an OME-Zarr image has levels; the input is "
+                          f"{source.kind}: set it to 0", "training.level")
+    if mask is not None:
+        raise ConfigError("applies to the full-resolution level; with training.level, leave "
+                          "it out (or set training.level: 0)", "input.mask")
+    from .described_inputs import ngff_image, open_level  # they build on inputs
+
+    return open_level(ngff_image(source.path, "input"), level, "input")
 
 
 def _mask(config, stack_shape):
@@ -111,11 +133,12 @@ def prepare(config, resume=False):
 
         return prepare_batch(config)
     source = resolve_source(config.input, "input", sibling(config.output.path, ".input.zarr"))
-    stack_shape = image_stack_shape(source.shape, config.input.channel_axis)
+    stack_shape = image_stack_shape(source.shape, channel_axis(source, config.input))
     mask = _mask(config.input, stack_shape)
     _check_preview_bands(config.output, stack_shape[-1])
     prepared = prepare_job(config, {"input": source}, stack_shape[-1], resume)
     prepared.extra["mask"] = mask
+    prepared.extra["training_level"] = _training_level(config, source, mask)
     inputs = [source.describe()] + ([f"mask: {config.input.mask}"] if mask is not None else [])
     steps = describe_fit(prepared, "valid pixels") + [
         f"predict all {int(np.prod(stack_shape[:3]))} pixels of {stack_shape[0]} image(s)"]
@@ -140,12 +163,12 @@ def run(prepared):
 
         return run_batch(prepared)
     config = prepared.config
-    source = prepared.sources["input"].open(prepared.guard)
-    images = image_stack(source, config.input.channel_axis)
+    source = prepared.sources["input"]
+    images = image_stack(source.open(prepared.guard), channel_axis(source, config.input))
     if config.model.load is None:  # a fit: the sample's pass, then the labelling pass
         images = held_in_memory(images)
     chunks = pixel_chunks(images, prepared.extra["mask"])
-    fitted = fit_or_load_drawn(prepared, lambda: training_pixels(config, [images], chunks))
+    fitted = fit_or_load_drawn(prepared, lambda: _training_sample(prepared, images, chunks))
     with job_output(prepared) as output:
         write_segmentation(output, fitted, images, chunks, config)
         write_placed_outputs(output, fitted, prepared.sources["input"], config)
@@ -153,9 +176,21 @@ def run(prepared):
     return output.summary
 
 
+def _training_sample(prepared, images, chunks):
+    """The pixels the model is fitted on: drawn from the images, or from the coarser level of
+    ``training.level`` (a sample of every pixel, at a fraction of the reading)."""
+    level = prepared.extra["training_level"]
+    if level is None:
+        return training_pixels(prepared.config, [images], chunks)
+    logger.info("fitting on level %d of the image, %s", prepared.config.training.level,
+                "x".join(map(str, level.shape[1:3])))
+    return training_pixels(prepared.config, [level], pixel_chunks(level))
+
+
 def write_placed_outputs(output, fitted, source, config):
-    """Carry over what the input says of where its pixels are: its metadata into
-    ``result.zarr``'s attributes, and the labels as GeoTIFF files (``output.geotiff``).
+    """Carry over what the input says of where its pixels are: its metadata and coordinates
+    into ``result.zarr``, the labels as GeoTIFF files (``output.geotiff``), and the outputs as
+    OME-Zarr images (:mod:`.ome_output`).
 
     Parameters
     ----------
@@ -168,11 +203,16 @@ def write_placed_outputs(output, fitted, source, config):
     """
     if source.metadata:
         output.write_attrs(source.metadata)
+    output.write_coords(source.coords)
     n_images = output.summary["images"][0]
     if config.output.geotiff:
         tags = source.metadata.get("geotiff") or [{}] * n_images
         no_data = no_data_label(label_dtype(fitted.model.n_components))
         output.summary["geotiff"] = write_label_geotiffs(output, tags, no_data)
+    if writes_ome_zarr(config, source):
+        colours = label_colours(fitted, source.dtype, config.output.preview_bands,
+                                output.summary["pixels_per_component"])
+        output.summary["ome_zarr"] = write_ome_zarr(output, fitted, source, config, colours)
 
 
 def write_segmentation(output, fitted, images, chunks, config):
@@ -241,16 +281,6 @@ def _read_previews(output, step):
     for start in range(0, labels.shape[0], PREVIEW_BATCH):
         batch = range(start, min(labels.shape[0], start + PREVIEW_BATCH))
         yield from zip(batch, compute(*[labels[i, ::step, ::step] for i in batch]))
-
-
-def label_colours(fitted, input_dtype, bands, counts):
-    """The colour of each component: its mean in ``bands`` (a Bayesian mixture's nearest
-    effective component's), stretched over the picture's percentiles (see
-    :func:`.render.component_colours`)."""
-    means = fitted.model.means_
-    if fitted.scaler is not None:
-        means = fitted.scaler.inverse(means)
-    return component_colours(means, input_dtype, bands, effective_mask(fitted.model), counts)
 
 
 def _write_previews(output, fitted, pixels, bands, previews):
