@@ -51,6 +51,13 @@ def nodes_at(path):
     return list(Reader(parse_url(str(path)))())
 
 
+def source_image(nodes):
+    """The one image (no label image) the reader opened beside the labels."""
+    (node,) = [node for node in nodes if any(isinstance(s, Multiscales) for s in node.specs)
+               and not any(isinstance(s, Label) for s in node.specs)]
+    return node
+
+
 def only(nodes, spec):
     (node,) = [node for node in nodes if any(isinstance(s, spec) for s in node.specs)]
     return node
@@ -71,12 +78,11 @@ def test_ome_zarr_in_labels_image_out(tmp_path, client, version, axes):
     nodes = nodes_at(tmp_path / "out" / "labels.ome.zarr")
     assert any(isinstance(spec, Labels) for spec in nodes[0].specs)
     label = only(nodes, Label)
-    image = [node for node in nodes if node is not label and node.first(Multiscales)
-             and not any(isinstance(s, Label) for s in node.specs)]
-    assert len(image) == 1 and image[0].data[0].shape == data.shape  # the linked source
+    image = source_image(nodes)
+    assert image.data[0].shape == data.shape  # the linked source
     assert [level.shape for level in label.data] == [
         tuple(level.shape[i] for i in range(len(axes)) if axes[i] != "c")
-        for level in image[0].data]  # one label level per image level
+        for level in image.data]  # one label level per image level
     assert [axis["name"] for axis in label.metadata["axes"]] == [n for n in axes if n != "c"]
     assert label.metadata["coordinateTransformations"][0][0]["scale"] == [
         PIXEL_SIZE[n] for n in axes if n != "c"]
@@ -136,3 +142,41 @@ def test_a_plate_is_a_batch(tmp_path, client):
     status, log = run_spec(tmp_path, job("segment", tmp_path / "plate.ome.zarr",
                                          tmp_path / "out"))
     assert status == 2 and "input.path" in log and "batch" in log
+
+
+def write_plate(path, version):
+    """A plate of two wells (A/1, B/2), two fields each, written by ome-zarr-py."""
+    from ome_zarr.writer import write_well_metadata
+
+    fmt = FORMATS[version]
+    plate = zarr.open_group(str(path), mode="w", zarr_format=fmt.zarr_format)
+    write_plate_metadata(plate, ["A", "B"], ["1", "2"], ["A/1", "B/2"], fmt=fmt)
+    for well_path in ("A/1", "B/2"):
+        well = plate.require_group(well_path)
+        write_well_metadata(well, [{"path": "0"}, {"path": "1"}], fmt=fmt)
+        for field in ("0", "1"):
+            image = well.require_group(field)
+            write_image(cells("cyx", seed=len(well_path) + int(field)), image, axes="cyx",
+                        fmt=fmt, scale_factors=(2,))
+
+
+@pytest.mark.parametrize("version", ["0.4", "0.5"])
+def test_a_plate_is_a_batch_of_fields(tmp_path, client, version):
+    from batch_helpers import manifest
+
+    write_plate(tmp_path / "plate.ome.zarr", version)
+    spec = job("segment", tmp_path / "plate.ome.zarr", tmp_path / "store",
+               model={"n_components": 2, "max_iter": 20}, batch={})
+    del spec["output"]["overwrite"]
+    run_pipeline(spec)
+    fields = ["A/1/0", "A/1/1", "B/2/0", "B/2/1"]
+    assert sorted(manifest(tmp_path)["inputs"]) == fields
+    for field in fields:
+        result = tmp_path / "store" / "results" / field
+        label = only(nodes_at(result / "labels.ome.zarr"), Label)
+        assert label.data[0].shape == (SIZES["y"], SIZES["x"])
+        assert len(label.data) == 2  # the field's two levels
+        assert source_image(nodes_at(result / "labels.ome.zarr")).data[0].shape == (
+            3, SIZES["y"], SIZES["x"])
+    run_pipeline(spec)  # nothing new: every field was processed once
+    assert sorted(manifest(tmp_path)["inputs"]) == fields

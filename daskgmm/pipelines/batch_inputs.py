@@ -12,7 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from daskgmm import storage, store
+from daskgmm import ngff, storage, store
 from daskgmm.config import ConfigError
 from daskgmm.guard import real_path
 
@@ -23,7 +23,8 @@ _HASH_BLOCK = 1 << 20
 
 @dataclass(frozen=True)
 class BatchInput:
-    """One input of a batch: an image file, or one array of a Zarr group.
+    """One input of a batch: an image file, one array of a Zarr group, or one field of an
+    OME-Zarr plate or well.
 
     Attributes
     ----------
@@ -33,19 +34,22 @@ class BatchInput:
     path : str
         The image file, or the Zarr group.
     array : str or None
-        The array of the group; None for a file.
+        The array (or field image) of the group; None for a file.
     identity : dict
         ``size`` and ``mtime_ns`` (identity ``stat``) or ``sha256`` (identity ``content``).
+    field : bool
+        Whether ``array`` is an OME-Zarr field image (read by its metadata).
     """
 
     name: str
     path: str
     array: str | None
     identity: dict
+    field: bool = False
 
     @property
     def location(self):
-        """The file, or the array's folder in the group."""
+        """The file, or the array's (or field's) folder in the group."""
         return self.path if self.array is None else storage.join(self.path, self.array)
 
 
@@ -66,13 +70,26 @@ def list_inputs(config, identity, key="input"):
     ConfigError
         If the folder or Zarr group does not exist, or ``path`` holds a Zarr array.
     """
-    if batch_input_format(config, key) == "zarr":
+    kind = batch_input_format(config, key)
+    if kind == "zarr":
         located = _group_arrays(config.path, key)
+    elif kind == "hcs":
+        located = _plate_fields(config.path, key)
     else:
         located = _keyed_image_files(config.path, key)
     return [BatchInput(name, path, array,
-                       _identity(storage.join(path, array) if array else path, identity))
+                       _identity(storage.join(path, array) if array else path, identity),
+                       field=kind == "hcs")
             for name, path, array in located]
+
+
+def _plate_fields(path, key):
+    """The field images of an OME-Zarr plate (keyed ``A/1/0``: row, column, field) or well."""
+    try:
+        fields = ngff.plate_fields(path, storage.storage_options(path))
+    except ValueError as error:
+        raise ConfigError(str(error), f"{key}.path") from None
+    return [(name, path, name) for name, _ in fields]
 
 
 def _group_arrays(path, key):

@@ -18,7 +18,7 @@ import numpy as np
 
 from daskgmm import store
 from daskgmm.config import ConfigError
-from daskgmm.images import image_file_error, image_file_info, open_image_files
+from daskgmm.images import georeferencing, image_file_error, image_file_info, open_image_files
 from daskgmm.sample_data import SAMPLE_IMAGE_SIZES, write_sample_images
 from daskgmm.storage import is_url, storage_options
 
@@ -27,6 +27,7 @@ from .batch_bucket import open_batch_store
 from .batch_inputs import list_inputs
 from .batch_lineage import updated_model
 from .batch_layout import RESULT_KIND, RESULTS
+from .described_inputs import ngff_image, open_level
 from .input_paths import batch_input_format
 from .inputs import Source, generates
 from .job_model import fit_or_load_drawn, model_summary
@@ -35,7 +36,7 @@ from .plan import Plan, describe_fit, prepare_job
 from .predictions import describe_predictions
 from .progress import compute
 from .pixels import image_stack, pixel_chunks, training_pixels
-from .segment import image_stack_shape, write_segmentation
+from .segment import image_stack_shape, write_placed_outputs, write_segmentation
 
 logger = logging.getLogger(__name__)
 
@@ -196,17 +197,31 @@ def _open_inputs(items, config):
     of an image file), so that a corrupt one is found before any computation (a fit on the
     pixels of all inputs) depends on it.
     """
-    # A task has no storage section: the options of a URL go with it.
-    checks = [dask.delayed(image_file_error if item.array is None else
-                           store.zarr_array_error)(item.location, storage_options(item.location))
-              for item in items]
+    checks = [_decoding(item) for item in items]
     errors = compute(*checks, label=f"decoded {len(items)} input(s)") if checks else ()
     return [error or _open_input(item, config.channel_axis) for item, error in zip(items, errors)]
+
+
+def _decoding(item):
+    """The lazy check that an input decodes (:func:`_open_inputs`); a field's metadata are
+    read now, and a field without a readable image is its reason."""
+    check, location = store.zarr_array_error, item.location
+    if item.field:
+        try:
+            location = ngff_image(item.location, "input").level_path(0)
+        except ConfigError as error:
+            return error.message
+    elif item.array is None:
+        check = image_file_error
+    # A task has no storage section: the options of a URL go with it.
+    return dask.delayed(check)(location, storage_options(location))
 
 
 def _open_input(item, channel_axis):
     """One input as ``(n, H, W, C)`` images, or the reason it cannot be read as images."""
     try:
+        if item.field:  # its axes say where the channels are
+            return open_level(ngff_image(item.location, "input"), 0, "input")
         if item.array is None:
             array = open_image_files([item.path], *image_file_info(item.path))
         else:
@@ -265,15 +280,23 @@ def _training_pixels(config, stacks):
 def _segment_input(prepared, batch, fitted, version, item, images):
     """Write one input's results to ``results/<key>/`` (replacing older ones); return pixels."""
     config = prepared.config
-    kind = "image file" if item.array is None else "Zarr array"
-    source = Source("input", item.location, kind, images.shape, images.dtype, lambda: images,
-                    images.chunks)
+    source = _item_source(item, images)
     one = dataclasses.replace(prepared, sources={"input": source})
     with _result_output(one, batch, item.name) as output:
         write_segmentation(output, fitted, images, pixel_chunks(images), config)
+        write_placed_outputs(output, fitted, source, config)
         output.summary.update({"input": item.name, "identity": item.identity,
                                "model_version": version})
     return int(np.prod(images.shape[:3]))
+
+
+def _item_source(item, images):
+    """An input of the batch as the :class:`~.inputs.Source` its outputs are written from."""
+    kind = "OME-Zarr field" if item.field else "image file" if item.array is None else "Zarr array"
+    tags = georeferencing(item.path) if kind == "image file" else {}
+    metadata = {"geotiff": [tags] * images.shape[0]} if tags else {}
+    return Source("input", item.location, kind, images.shape, images.dtype, lambda: images,
+                  images.chunks, metadata=metadata)
 
 
 @contextmanager

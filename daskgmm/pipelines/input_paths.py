@@ -88,21 +88,29 @@ def _format_of_files(path, key):
 
 
 def batch_input_format(config, key="input"):
-    """Return ``'zarr'`` (a group whose arrays are the inputs) or ``'images'`` (a folder/glob).
+    """Return ``'zarr'`` (a group whose arrays are the inputs), ``'hcs'`` (an OME-Zarr plate or
+    well, whose fields are) or ``'images'`` (a folder/glob).
 
     Parameters are those of :func:`input_format`.
 
     Raises
     ------
     ConfigError
-        For a table format.
+        For a table format, or an OME-Zarr input that is no plate or well.
     """
     if config.format in ("zarr", "images"):
         return config.format
-    if config.format != "auto":
-        raise ConfigError(f"batch mode reads image files or a Zarr group, not {config.format}",
-                          f"{key}.format")
-    return "zarr" if is_zarr_path(config.path) else "images"
+    if config.format not in ("auto", "ome-zarr"):
+        raise ConfigError(f"batch mode reads image files, a Zarr group or an OME-Zarr plate, "
+                          f"not {config.format}", f"{key}.format")
+    if not is_zarr_path(config.path):
+        return "images"
+    if ngff.is_hcs(config.path, storage_options(config.path)):
+        return "hcs"
+    if config.format == "ome-zarr":
+        raise ConfigError(f"{config.path!r} is no OME-Zarr plate or well; batch mode reads "
+                          "the fields of one", f"{key}.path")
+    return "zarr"
 
 
 def _exists(path):

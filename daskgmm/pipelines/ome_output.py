@@ -169,11 +169,11 @@ def write_ome_zarr(output, fitted, source, config, colours):
         The images written, relative to the output folder.
     """
     summary = output.summary
-    place = placement(source, summary["images"][0], is_url(config.output.path))
+    place = placement(source, summary["images"][0], is_url(output.path))
     labels = output.read_array("labels")
     no_data = np.iinfo(labels.dtype).max
     metadata = _label_metadata(place, colours, summary["pixels_per_component"],
-                               fitted.model.weights_, config.output.path)
+                               fitted.model.weights_, output.path)
     writes = _write_labels(output.root, place, labels, no_data, metadata)
     written = [f"{LABELS}/{LABEL_IMAGE}"]
     for name in SCORE_IMAGES:

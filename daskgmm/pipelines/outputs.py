@@ -88,11 +88,14 @@ class JobOutput:
         The staging folder, or the root of a new generation in object storage.
     write_file : callable
         Writes a file's bytes at a name relative to ``root``.
+    path : str or Path
+        Where the folder will be once complete (what relative links inside it start from).
     """
 
-    def __init__(self, prepared, root, write_file):
+    def __init__(self, prepared, root, write_file, path):
         self.prepared = prepared
         self.root = root
+        self.path = str(path)
         self.result = self.root / RESULT_NAME
         self.summary = {"output": prepared.config.output.path}
         self._write_file = write_file
@@ -189,7 +192,7 @@ def staged_output(prepared, path, kind, staging_parent=None):
     """
     if is_url(path):
         with object_output.replacing(path, kind) as generation:
-            output = JobOutput(prepared, generation.root, generation.write_file)
+            output = JobOutput(prepared, generation.root, generation.write_file, path)
             yield output
             output.finish()
         return
@@ -197,7 +200,7 @@ def staged_output(prepared, path, kind, staging_parent=None):
     parent = staging_parent or path.parent
     atomic.remove_dead_staging(parent, kind, path.name)
     with atomic.atomic_directory(path, kind, staging_parent) as staging:
-        output = JobOutput(prepared, staging, partial(_write_local, staging))
+        output = JobOutput(prepared, staging, partial(_write_local, staging), path)
         yield output
         output.finish()
 
