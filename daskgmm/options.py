@@ -14,7 +14,7 @@ PIPELINES = ("segment", "select", "anomaly", "fit", "predict")
 INPUT_FORMATS = ("auto", "zarr", "ome-zarr", "xarray", "images", "csv", "parquet")
 OUTPUT_FORMATS = ("auto", "zarr", "ome-zarr")
 IDENTITIES = ("stat", "content")
-GENERATORS = ("sample-scene", "sample-table")
+GENERATORS = ("sample-scene", "sample-table", "sample-cells")
 
 
 class Parameter(NamedTuple):

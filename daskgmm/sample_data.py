@@ -2,7 +2,9 @@
 
 ``sample-scene`` is a 256x256 RGB picture with a few textured regions (sky, hills, grass, a sun
 and a house) to segment; ``sample-table`` is 6,000 two-column rows from three Gaussian clusters
-plus 60 scattered outliers, for the tabular jobs. Both are the same bytes on every machine.
+plus 60 scattered outliers, for the tabular jobs; ``sample-cells`` is a 16-bit three-channel
+fluorescence picture of cells (nuclei, cytoplasm, background), written as an OME-Zarr image.
+All are the same bytes on every machine.
 """
 
 from pathlib import Path
@@ -60,15 +62,42 @@ def sample_table(n_rows=6000, seed=0):
     return np.concatenate(clusters + [outliers])
 
 
+def sample_cells(size=384, n_cells=36, seed=0):
+    """Return the synthetic cells: a uint16 array of shape ``(3, size, size)`` (c, y, x).
+
+    Channel 0 is a nuclear stain, bright in each cell's nucleus; channel 1 a cytoplasm stain,
+    bright in the rest of the cell; channel 2 autofluorescence, a gentle gradient everywhere.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float64)
+    centres = rng.uniform(0.08 * size, 0.92 * size, size=(n_cells, 2))
+    radii = rng.uniform(0.035, 0.05, size=n_cells) * size
+    nearest = np.full((size, size), np.inf)
+    for (row, col), radius in zip(centres, radii):
+        nearest = np.minimum(nearest, np.hypot(rows - row, cols - col) / radius)
+    nucleus, cell = nearest < 0.45, nearest < 1.0
+    means = np.stack([np.where(nucleus, 9000.0, np.where(cell, 1500.0, 400.0)),
+                      np.where(cell & ~nucleus, 6000.0, np.where(nucleus, 2500.0, 500.0)),
+                      800.0 + 400.0 * rows / size])
+    pixels = rng.normal(means, 0.08 * means + 60.0)
+    return np.clip(np.rint(pixels), 0, 65535).astype(np.uint16)
+
+
 GENERATORS = {
     "sample-scene": (sample_scene, {"row_chunk": 256}),
     "sample-table": (sample_table, {"row_chunk": 2000}),
+    "sample-cells": (sample_cells, {"row_chunk": 128}),
 }
+# The generated data sets written as OME-Zarr images (axes c, y, x), with their levels.
+OME_SAMPLES = {"sample-cells": 3}
 
 
 def sample_layout(name):
-    """Return the ``(shape, dtype)`` of the generated data set ``name``."""
+    """Return the ``(shape, dtype)`` of the generated data set ``name``: an OME-Zarr image's
+    as the job reads it, images ``(1, y, x, c)``."""
     data = GENERATORS[name][0]()
+    if name in OME_SAMPLES:
+        return (1,) + data.shape[1:] + data.shape[:1], data.dtype
     return data.shape, data.dtype
 
 
@@ -88,9 +117,32 @@ def write_sample(name, path, compute=None):
 
     make, options = GENERATORS[name]
     data = make()
+    if name in OME_SAMPLES:
+        chunks = (data.shape[0], options["row_chunk"], options["row_chunk"])
+        _write_ome_sample(name, path, da.from_array(data, chunks=chunks), compute)
+        return
     chunks = (options["row_chunk"],) + data.shape[1:]
     write_array(path, da.from_array(data, chunks=chunks), SAMPLE, attrs={"generated_by": name},
                 compute=compute)
+
+
+def _write_ome_sample(name, path, data, compute):
+    """Write ``(c, y, x)`` data as an OME-Zarr 0.5 image of :data:`OME_SAMPLES` levels (each
+    halving y and x), atomically; its pixel size is 0.5 um."""
+    import dask
+
+    from .atomic import atomic_directory
+    from .ngff import Axis, write_multiscale_image
+    from .store import create_group
+
+    axes = (Axis("c", "channel"), Axis("y", "space", "micrometer"),
+            Axis("x", "space", "micrometer"))
+    levels = [data[:, ::2**level, ::2**level] for level in range(OME_SAMPLES[name])]
+    with atomic_directory(path, SAMPLE) as staging:
+        group = create_group(staging, zarr_format=3)
+        writes = write_multiscale_image(group, levels, axes, (1.0, 0.5, 0.5), "0.5", name)
+        group.attrs.update({"generated_by": name})
+        (compute or dask.compute)(writes)
 
 
 SAMPLE_IMAGE_SIZES = (256, 192, 128)

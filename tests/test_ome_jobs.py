@@ -9,6 +9,7 @@ the reader opens image and labels together.
 
 import numpy as np
 import pytest
+import yaml
 import zarr
 from numpy.testing import assert_array_equal
 
@@ -180,3 +181,23 @@ def test_a_plate_is_a_batch_of_fields(tmp_path, client, version):
             3, SIZES["y"], SIZES["x"])
     run_pipeline(spec)  # nothing new: every field was processed once
     assert sorted(manifest(tmp_path)["inputs"]) == fields
+
+
+def test_the_shipped_ome_config_runs_on_its_generated_sample(tmp_path):
+    from jobs_helpers import REPO, run_runner
+
+    config = yaml.safe_load((REPO / "configs" / "segment-ome.yaml").read_text())
+    config["input"]["path"] = str(tmp_path / "sample_cells.ome.zarr")
+    config["output"]["path"] = str(tmp_path / "out")
+    job_file = tmp_path / "segment-ome.yaml"
+    job_file.write_text(yaml.safe_dump(config))
+    finished = run_runner(job_file)
+    assert finished.returncode == 0, finished.stderr
+    nodes = nodes_at(tmp_path / "out" / "labels.ome.zarr")
+    label = only(nodes, Label)
+    assert [level.shape for level in label.data] == [(384, 384), (192, 192), (96, 96)]
+    assert sorted(label.metadata["color"]) == [0, 1, 2, 3]
+    assert source_image(nodes).data[0].shape == (3, 384, 384)  # the sample, linked
+    counts = np.bincount(np.asarray(label.data[0]).ravel(), minlength=4)
+    assert counts[0] == 0 and min(counts[1:]) > 2000  # background, cytoplasm, nuclei
+    assert (tmp_path / "out" / "previews" / "image-0000.png").is_file()

@@ -20,7 +20,7 @@ from daskgmm.images import (
     is_tiff,
     open_image_files,
 )
-from daskgmm.sample_data import SAMPLE, sample_layout, write_sample
+from daskgmm.sample_data import OME_SAMPLES, SAMPLE, sample_layout, write_sample
 from daskgmm.storage import check_url, exists, file_signature, is_url
 from daskgmm.tables import TABLE_SUFFIXES, open_table, table_rows
 
@@ -184,15 +184,25 @@ def _table_source(config, key, kind):
 def _generated_source(config, key):
     shape, dtype = sample_layout(config.generate)
     creates = Creates(config.path, f"{key}.path", SAMPLE, replace=False)
+    ome = config.generate in OME_SAMPLES
+    kind = f"{'OME-Zarr 0.5 image, ' if ome else ''}{config.generate}, generated now"
+    source = Source(key, config.path, kind, shape, dtype, None, creates=creates,
+                    channel_axis=-1 if ome else None)
 
     def generate(guard):
         path = creates.check(guard)
         write_sample(config.generate, path,
                      compute=lambda write: compute(write, label=f"generating {config.path}"))
-        return store.open_array(path)
+        if not ome:
+            return store.open_array(path)
+        from .described_inputs import ome_source  # it builds on Source
 
-    return Source(key, config.path, f"{config.generate}, generated now", shape, dtype, generate,
-                  creates=creates)
+        written = ome_source(config, key)
+        source.metadata.update(written.metadata)
+        return written.opener(guard)
+
+    source.opener = generate
+    return source
 
 
 def resolve_source(config, key, ingest_to=None):

@@ -23,6 +23,7 @@ exits with status 3) and tried again once it changes.
 """
 
 import logging
+from functools import partial
 
 import numpy as np
 
@@ -78,7 +79,8 @@ def channel_axis(source, config):
 
 def _training_level(config, source, mask):
     """The coarser level of an OME-Zarr image that ``training.level`` fits on, as images
-    ``(n, H, W, C)``; None to fit on the input itself."""
+    ``(n, H, W, C)``, opened now to check it (later for an image the job generates first);
+    None to fit on the input itself."""
     level = config.training.level
     if level == 0:
         return None
@@ -88,9 +90,14 @@ def _training_level(config, source, mask):
     if mask is not None:
         raise ConfigError("applies to the full-resolution level; with training.level, leave "
                           "it out (or set training.level: 0)", "input.mask")
+    opened = partial(_open_level, source.path, level)
+    return opened if source.creates is not None else opened()
+
+
+def _open_level(path, level):
     from .described_inputs import ngff_image, open_level  # they build on inputs
 
-    return open_level(ngff_image(source.path, "input"), level, "input")
+    return open_level(ngff_image(path, "input"), level, "input")
 
 
 def _mask(config, stack_shape):
@@ -182,6 +189,7 @@ def _training_sample(prepared, images, chunks):
     level = prepared.extra["training_level"]
     if level is None:
         return training_pixels(prepared.config, [images], chunks)
+    level = level() if callable(level) else level
     logger.info("fitting on level %d of the image, %s", prepared.config.training.level,
                 "x".join(map(str, level.shape[1:3])))
     return training_pixels(prepared.config, [level], pixel_chunks(level))
