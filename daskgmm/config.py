@@ -265,6 +265,17 @@ class JobConfig(Section):
         self._check_model()
         if self.batch is not None:
             self._check_batch()
+        if self.pipeline != "segment":
+            self._check_images_only()
+
+    def _check_images_only(self):
+        """Keys of the segment job's image formats, which a job of rows has no use for."""
+        for name, value in (("output.format", self.output.format != "auto"),
+                            ("output.geotiff", self.output.geotiff),
+                            ("training.level", self.training.level)):
+            if value:
+                raise ConfigError(f"applies only to pipeline: segment (this job runs "
+                                  f"{self.pipeline}); remove it", name)
 
     def _check_batch(self):
         """Keys whose single-shot meaning has no place in a store that every run adds to."""

@@ -122,12 +122,8 @@ def _chunk_unit(page, height, width):
 def tiff_layout(path, options=None):
     """Return the layout of a TIFF file's first series, from its header alone.
 
-    Parameters
-    ----------
-    path : str or Path
-        A local file or a URL (:func:`daskgmm.storage.open_file`).
-    options : dict, optional
-        The fsspec options of a URL (the current ``storage`` section's by default).
+    ``path`` is a local file or a URL, read with the fsspec ``options`` (the ``storage``
+    section's by default; see :func:`daskgmm.storage.open_file`).
 
     Returns
     -------

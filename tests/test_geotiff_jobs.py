@@ -87,3 +87,38 @@ def test_a_large_geotiff_segments_by_tiles_into_a_georeferenced_geotiff(
     attrs = zarr.open_group(tmp_path / "out" / "result.zarr", mode="r").attrs
     assert attrs["geotiff"][0]["ModelTiepointTag"] == list(TIEPOINT)
     assert attrs["geotiff"][0]["GeoKeyDirectoryTag"] == list(GEOKEYS)
+
+
+def test_a_batch_of_geotiffs_writes_each_ones_georeferenced_labels(tmp_path, client):
+    from batch_helpers import job as batch_job, run_batch
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for index in range(2):
+        image, _ = scene(side=256, bands=4, seed=index)
+        tiepoint = (0.0, 0.0, 0.0, 500000.0 + 2560.0 * index, 4000000.0, 0.0)
+        tifffile.imwrite(folder / f"tile-{index}.tif", image, tile=(64, 64),
+                         photometric="minisblack",
+                         extratags=[GEO_TAGS[0], (33922, "d", 6, tiepoint, True), GEO_TAGS[2]])
+    run_batch(batch_job(tmp_path, output={"geotiff": True}))
+    for index in range(2):
+        result = tmp_path / "store" / "results" / f"tile-{index}.tif"
+        with tifffile.TiffFile(result / "geotiff" / "image-0000.tif") as written:
+            assert written.pages[0].tags[33922].value[3] == 500000.0 + 2560.0 * index
+        attrs = zarr.open_group(result / "result.zarr", mode="r").attrs
+        assert attrs["geotiff"][0]["ModelPixelScaleTag"] == list(PIXEL_SCALE)
+
+
+@pytest.mark.parametrize("pipeline, section, key", [
+    ("fit", {"output": {"geotiff": True}}, "output.geotiff"),
+    ("fit", {"output": {"format": "ome-zarr"}}, "output.format"),
+    ("segment", {"training": {"level": 1}}, "training.level"),
+])
+def test_image_format_keys_where_they_do_not_apply(tmp_path, pipeline, section, key):
+    from jobs_helpers import images, run_spec, table_rows, write_zarr
+
+    data = images() if pipeline == "segment" else table_rows()
+    spec = job(pipeline, write_zarr(tmp_path / "in.zarr", data), tmp_path / "out", **section)
+    status, log = run_spec(tmp_path, spec)
+    assert status == 2 and key in log
+    assert not (tmp_path / "out").exists()

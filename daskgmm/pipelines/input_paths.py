@@ -62,12 +62,21 @@ def _zarr_format(config, key):
     """
     if config.variable is not None or config.feature_dim is not None:
         return "xarray"
-    if config.array is None and ngff.ngff_version(config.path, storage_options(config.path)):
+    if config.array is None and _ngff_version(config.path):
         if ngff.is_hcs(config.path, storage_options(config.path)):
             raise ConfigError(f"{config.path!r} is an OME-Zarr plate or well: its fields are a "
                               "batch; add a batch section (batch: {})", f"{key}.path")
         return "ome-zarr"
     return "zarr"
+
+
+def _ngff_version(path):
+    """The NGFF version of a Zarr store, None if it has none or refuses the read (opening it
+    as Zarr then says why, naming the credentials found)."""
+    try:
+        return ngff.ngff_version(path, storage_options(path))
+    except PermissionError:
+        return None
 
 
 def _format_of_files(path, key):

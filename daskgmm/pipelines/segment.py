@@ -1,25 +1,30 @@
 """segment: label every pixel of one or more images with its most probable mixture component.
 
 Input: a Zarr array of images, ``(n, H, W, C)`` or ``(H, W, C)`` with the channel axis anywhere
-(``input.channel_axis``, e.g. 0 for a channels-first raster), of any numeric dtype; or
-PNG/JPEG/TIFF files, ingested to Zarr first. A pixel has no data, and takes no part in fitting,
-when any channel equals ``input.nodata``, a float channel is NaN or infinite, or the Zarr array
+(``input.channel_axis``, e.g. 0 for a channels-first raster), of any numeric dtype; an OME-Zarr
+image, whose axes say where the channels are (:mod:`.described_inputs`; ``training.level``
+fits on a coarser level); an xarray variable in Zarr; TIFF files, read by their tiles; or
+PNG/JPEG files, ingested to Zarr first. A pixel has no data, and takes no part in fitting, when
+any channel equals ``input.nodata``, a float channel is NaN or infinite, or the Zarr array
 ``input.mask`` (``(n, H, W)`` or ``(H, W)``, True = valid) is False there.
 
 Output folder: ``result.zarr`` with ``labels`` ``(n, H, W)`` (smallest unsigned dtype; no-data
 pixels hold its largest value) and, when asked, ``probabilities`` ``(n, H, W, K)`` and
-``log_likelihood`` ``(n, H, W)`` in float32 (NaN without data); ``model.zarr``; and
-``previews/image-0000.png``..., each pixel painted with the mean colour of its component.
+``log_likelihood`` ``(n, H, W)`` in float32 (NaN without data), dims named ``image``, ``y``,
+``x``, ``component``; ``model.zarr``; ``previews/image-0000.png``..., each pixel painted with
+the mean colour of its component; for OME-Zarr input (or ``output.format: ome-zarr``) the
+labels and scores as OME-Zarr images (:mod:`.ome_output`); with ``output.geotiff``, the labels
+as GeoTIFF files (:mod:`.geotiff_output`).
 
 Batch mode (a ``batch`` section), for an input that grows over time: every image file of the
-folder or glob, or every array of the Zarr group, is an input of its own (of any size), and each
-run processes only the inputs that are new or changed since a run processed them. The output is
-then a batch store (:mod:`.batch`) that every run adds to: ``results/<input>/`` holds the same
-``result.zarr`` and ``previews/`` for one input; ``models/<version>.zarr`` the model applied;
-``manifest.json`` what was done with which model; ``runs.jsonl`` one summary per run. A run
-applies ``model.load``, or fits a model on the valid pixels of its own inputs. An input that
-does not decode, or has the wrong number of channels, is recorded and skipped (the runner then
-exits with status 3) and tried again once it changes.
+folder or glob, every array of the Zarr group, or every field of an OME-Zarr plate, is an input
+of its own (of any size), and each run processes only the inputs that are new or changed since
+a run processed them. The output is then a batch store (:mod:`.batch`) that every run adds to:
+``results/<input>/`` holds the same ``result.zarr`` and ``previews/`` for one input;
+``models/<version>.zarr`` the model applied; ``manifest.json`` what was done with which model;
+``runs.jsonl`` one summary per run. A run applies ``model.load``, or fits a model on the valid
+pixels of its own inputs. An input that does not decode, or has the wrong number of channels,
+is recorded and skipped (the runner then exits with status 3) and tried again once it changes.
 """
 
 import logging
@@ -35,8 +40,8 @@ from daskgmm.storage import sibling
 from .inputs import resolve_source
 from .job_model import fit_or_load_drawn
 from .labelling import assemble_preview, label_pixels, output_arrays
-from .geotiff_output import write_label_geotiffs
-from .ome_output import write_ome_zarr, writes_ome_zarr
+from .geotiff_output import geotiff_name, write_label_geotiffs
+from .ome_output import LABEL_IMAGE, LABELS, SCORE_IMAGES, write_ome_zarr, writes_ome_zarr
 from .outputs import job_output
 from .pixels import held_in_memory, image_stack, pixel_chunks, training_pixels
 from .plan import Plan, describe_fit, prepare_job
@@ -121,10 +126,16 @@ def _check_preview_bands(output, n_channels):
                               "output.preview_bands")
 
 
-def _describe_outputs(config, stack_shape, n_components):
+def _describe_outputs(config, source, stack_shape, n_components):
     lines = describe_predictions(config.output, stack_shape[:3], n_components)
     if config.output.preview:
         lines.append(f"previews/image-0000.png ... ({stack_shape[0]} image(s))")
+    if writes_ome_zarr(config, source):
+        lines += [f"{LABELS}/{LABEL_IMAGE} (OME-Zarr labels image)"] + [
+            f"{image} (OME-Zarr image)" for name, image in SCORE_IMAGES.items()
+            if getattr(config.output, name)]
+    if config.output.geotiff:
+        lines.append(f"{geotiff_name(0)} ... (GeoTIFF labels)")
     return lines
 
 
@@ -147,9 +158,10 @@ def prepare(config, resume=False):
     prepared.extra["mask"] = mask
     prepared.extra["training_level"] = _training_level(config, source, mask)
     inputs = [source.describe()] + ([f"mask: {config.input.mask}"] if mask is not None else [])
-    steps = describe_fit(prepared, "valid pixels") + [
+    level = config.training.level
+    steps = describe_fit(prepared, f"valid pixels{f' of level {level}' if level else ''}") + [
         f"predict all {int(np.prod(stack_shape[:3]))} pixels of {stack_shape[0]} image(s)"]
-    outputs = _describe_outputs(config, stack_shape, prepared.n_components)
+    outputs = _describe_outputs(config, source, stack_shape, prepared.n_components)
     prepared.plan = Plan("segment", inputs, steps, outputs)
     return prepared
 
