@@ -53,7 +53,8 @@ class Source:
     path with the guard. ``metadata`` is what the input says of where its pixels are (a
     GeoTIFF's georeferencing, an OME-Zarr image's axes), carried into the outputs' attributes;
     ``coords`` its coordinates along the outputs' dims (``row``, ``y``, ``x``). A
-    ``channel_axis`` read from the input's metadata overrides ``input.channel_axis``.
+    ``channel_axis`` read from the input's metadata overrides ``input.channel_axis``. ``held``:
+    whether a fit may hold the input in the workers' memory between its two passes.
     """
 
     key: str
@@ -67,6 +68,7 @@ class Source:
     metadata: dict = field(default_factory=dict)
     coords: dict = field(default_factory=dict)
     channel_axis: int = None
+    held: bool = True
 
     def open(self, guard=None):
         """Return the input as a Dask array (ingesting or generating it first if needed)."""
@@ -133,9 +135,11 @@ def _image_source(config, key, ingest_to):
     shape, dtype = _image_layout(files, key)
     stack = (len(files) * shape[0],) + shape[1:]
     if all(is_tiff(f) for f in files):  # read by their tiles as they are: no copy
+        # and read again for the labels: a tenth slower than held, at half the peak memory
+        # (bench/README.md)
         return Source(key, config.path, f"{len(files)} TIFF file(s), read by tiles", stack,
                       dtype, lambda guard: open_image_files(files, shape, dtype),
-                      metadata=_georeferencing(files, shape[0], key))
+                      metadata=_georeferencing(files, shape[0], key), held=False)
     creates = Creates(config.ingest_to or ingest_to, f"{key}.ingest_to", INGEST, replace=True)
     return Source(key, config.path, f"{len(files)} image file(s), ingested to {creates.path}",
                   stack, dtype,

@@ -184,7 +184,7 @@ def run(prepared):
     config = prepared.config
     source = prepared.sources["input"]
     images = image_stack(source.open(prepared.guard), channel_axis(source, config.input))
-    if config.model.load is None:  # a fit: the sample's pass, then the labelling pass
+    if config.model.load is None and source.held:  # a fit: the sample's, the labels' pass
         images = held_in_memory(images)
     chunks = pixel_chunks(images, prepared.extra["mask"])
     fitted = fit_or_load_drawn(prepared, lambda: _training_sample(prepared, images, chunks))
