@@ -33,6 +33,7 @@ from the record, so they see one whole generation even between the commit and th
 publishing.
 """
 
+import contextvars
 import copy
 import json
 import logging
@@ -90,7 +91,9 @@ class Claim:
         self.lost = False
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._renewal = threading.Thread(target=self._renew, daemon=True,
+        # in the job's context: its storage section (endpoint, credentials) reaches the record
+        self._renewal = threading.Thread(target=contextvars.copy_context().run,
+                                         args=(self._renew,), daemon=True,
                                          name=f"daskgmm-claim-{self.writer['id'][:8]}")
 
     @classmethod

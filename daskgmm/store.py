@@ -13,6 +13,7 @@ from typing import NamedTuple
 import dask.array as da
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.storage import StorePath
 
 from . import atomic
 from .generation_store import location
@@ -35,7 +36,8 @@ def open_array(path, component=None):
 
     Parameters
     ----------
-    path : str or Path
+    path : str, Path or zarr.storage.StorePath
+        A StorePath is a node of a store a job writes (a generation in a bucket).
     component : str, optional
         The array's name, when ``path`` holds a group.
 
@@ -52,9 +54,10 @@ def open_array(path, component=None):
     ValueError
         If ``path`` holds a group and ``component`` does not name one of its arrays.
     """
-    path = str(path)
-    if not is_url(path) and not Path(path).exists():
-        raise FileNotFoundError(f"No Zarr store at {path!r}.")
+    if not isinstance(path, StorePath):
+        path = str(path)
+        if not is_url(path) and not Path(path).exists():
+            raise FileNotFoundError(f"No Zarr store at {path!r}.")
     node = open_node(path)
     if component is not None:
         node = _member(node, component, path)

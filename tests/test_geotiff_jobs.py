@@ -98,11 +98,12 @@ def test_a_batch_of_geotiffs_writes_each_ones_georeferenced_labels(tmp_path, cli
         image, _ = scene(side=256, bands=4, seed=index)
         tiepoint = (0.0, 0.0, 0.0, 500000.0 + 2560.0 * index, 4000000.0, 0.0)
         tifffile.imwrite(folder / f"tile-{index}.tif", image, tile=(64, 64),
-                         photometric="minisblack",
+                         photometric="minisblack", planarconfig="contig",
                          extratags=[GEO_TAGS[0], (33922, "d", 6, tiepoint, True), GEO_TAGS[2]])
     run_batch(batch_job(tmp_path, output={"geotiff": True}))
     for index in range(2):
         result = tmp_path / "store" / "results" / f"tile-{index}.tif"
+        assert sorted(path.name for path in (result / "geotiff").iterdir()) == ["image-0000.tif"]
         with tifffile.TiffFile(result / "geotiff" / "image-0000.tif") as written:
             assert written.pages[0].tags[33922].value[3] == 500000.0 + 2560.0 * index
         attrs = zarr.open_group(result / "result.zarr", mode="r").attrs
@@ -122,3 +123,23 @@ def test_image_format_keys_where_they_do_not_apply(tmp_path, pipeline, section, 
     status, log = run_spec(tmp_path, spec)
     assert status == 2 and key in log
     assert not (tmp_path / "out").exists()
+
+
+def test_geotiff_labels_in_a_bucket(tmp_path, bucket):
+    from jobs_helpers import run_spec
+
+    image, _ = scene(side=256, bands=4)
+    tifffile.imwrite(tmp_path / "tile.tif", image, tile=(64, 64), photometric="minisblack",
+                     planarconfig="contig", extratags=GEO_TAGS[:3])
+    spec = job("segment", tmp_path / "tile.tif", bucket.url("out"), storage=bucket.storage(),
+               model={"n_components": 3, "max_iter": 20}, output={"geotiff": True},
+               checkpoint={"enabled": False})  # the test server is slow with many objects
+    status, log = run_spec(tmp_path, spec)
+    assert status == 0, log
+    with bucket.fs.open(f"{bucket.name}/out/geotiff/image-0000.tif", "rb") as file, \
+            tifffile.TiffFile(file) as written:
+        assert written.pages[0].tags[33922].value == TIEPOINT
+        labels = written.pages[0].asarray()
+    result = zarr.open_group(bucket.url("out/result.zarr"), mode="r",
+                             storage_options=bucket.options())
+    np.testing.assert_array_equal(labels, result["labels"][0])

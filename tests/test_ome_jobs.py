@@ -201,3 +201,26 @@ def test_the_shipped_ome_config_runs_on_its_generated_sample(tmp_path):
     counts = np.bincount(np.asarray(label.data[0]).ravel(), minlength=4)
     assert counts[0] == 0 and min(counts[1:]) > 2000  # background, cytoplasm, nuclei
     assert (tmp_path / "out" / "previews" / "image-0000.png").is_file()
+
+
+def test_ome_zarr_outputs_in_a_bucket(tmp_path, bucket, monkeypatch):
+    source = tmp_path / "cells.ome.zarr"
+    write_ome(source, "0.4", "cyx")
+    spec = job("segment", source, bucket.url("out"), storage=bucket.storage(),
+               model={"n_components": 2, "max_iter": 20}, output={"log_likelihood": True},
+               checkpoint={"enabled": False})  # the test server is slow with many objects
+    status, log = run_spec(tmp_path, spec)
+    assert status == 0, log
+    label = zarr.open_group(bucket.url("out/labels.ome.zarr/components"), mode="r",
+                            storage_options=bucket.options())
+    assert label.metadata.zarr_format == 3  # NGFF 0.5 in a bucket, whatever the input's
+    assert "image-label" in label.attrs["ome"]
+    levels = [label[str(level)].shape for level in range(3)]
+    assert levels == [(SIZES["y"], SIZES["x"]), (SIZES["y"] // 2, SIZES["x"] // 2),
+                      (SIZES["y"] // 4, SIZES["x"] // 4)]
+    result = zarr.open_group(bucket.url("out/result.zarr"), mode="r",
+                             storage_options=bucket.options())
+    assert_array_equal(label["0"][...], result["labels"][0] + 1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", bucket.endpoint_url)  # ome-zarr-py takes no options
+    node = only(nodes_at(bucket.url("out/labels.ome.zarr")), Label)
+    assert sorted(node.metadata["color"]) == [0, 1, 2]
