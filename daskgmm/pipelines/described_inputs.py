@@ -32,7 +32,8 @@ def ngff_image(path, key):
         image = ngff.read_ngff_image(path, storage_options(path))
     except (ValueError, FileNotFoundError) as error:
         raise ConfigError(str(error), f"{key}.path") from None
-    spatial = [axis.name for axis in image.axes if axis.type == "space" or axis.name in "zyx"]
+    spatial = [axis.name for axis in image.axes
+               if axis.type == "space" or axis.name in ("z", "y", "x")]
     if spatial[-2:] != ["y", "x"]:
         raise ConfigError(f"segment needs an image with axes y and x last; {path!r} has axes "
                           f"{''.join(image.axis_names)}", f"{key}.path")
