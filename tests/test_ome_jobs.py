@@ -135,6 +135,12 @@ def test_output_format_ome_zarr_for_a_plain_zarr_input(tmp_path, client):
     assert label.data[0].shape == (2, SIZES["y"], SIZES["x"])
     assert "source" not in zarr.open_group(
         tmp_path / "out" / "labels.ome.zarr" / "components", mode="r").attrs["ome"]["image-label"]
+    zarr.save_array(str(tmp_path / "one.zarr"), np.moveaxis(cells("cyx"), 0, -1))  # (H, W, C)
+    run_pipeline(job("segment", tmp_path / "one.zarr", tmp_path / "one",
+                     output={"format": "ome-zarr"}))
+    label = only(nodes_at(tmp_path / "one" / "labels.ome.zarr"), Label)
+    assert [axis["name"] for axis in label.metadata["axes"]] == ["y", "x"]
+    assert label.data[0].shape == (SIZES["y"], SIZES["x"])
 
 
 def test_a_plate_is_a_batch(tmp_path, client):

@@ -69,13 +69,15 @@ def _halvings(shape):
     return tuple(shapes)
 
 
-def placement(source, n_images, in_object_storage):
-    """The :class:`Placement` of a job's outputs: the OME-Zarr input's, else ``(t,) y, x`` in
-    pixels with a pyramid of halvings."""
+def placement(source, images, in_object_storage):
+    """The :class:`Placement` of a job's outputs (``images``: the ``(n, H, W, C)`` shape of
+    the input's images): the OME-Zarr input's, else ``(t,) y, x`` in pixels with a pyramid of
+    halvings."""
+    n_images = images[0]
     if not source.kind.startswith("OME-Zarr"):
         axes = ((ngff.Axis("t", TIME),) if n_images > 1 else ()) + (
             ngff.Axis("y", SPACE), ngff.Axis("x", SPACE))
-        shape = ((n_images,) if n_images > 1 else ()) + tuple(source.shape[1:3])
+        shape = ((n_images,) if n_images > 1 else ()) + tuple(images[1:3])
         return Placement(DEFAULT_VERSION, axes, (1.0,) * len(axes), _halvings(shape))
     image = ngff.read_ngff_image(source.path, storage_options(source.path))
     kept = [i for i in range(len(image.axes)) if i != image.channel_axis]
@@ -169,7 +171,7 @@ def write_ome_zarr(output, fitted, source, config, colours):
         The images written, relative to the output folder.
     """
     summary = output.summary
-    place = placement(source, summary["images"][0], is_url(output.path))
+    place = placement(source, summary["images"], is_url(output.path))
     labels = output.read_array("labels")
     no_data = np.iinfo(labels.dtype).max
     metadata = _label_metadata(place, colours, summary["pixels_per_component"],
