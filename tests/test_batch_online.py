@@ -85,7 +85,8 @@ def test_two_online_runs_started_together_still_give_one_lineage(tmp_path):
     job_file = write_job_file(tmp_path, job(tmp_path, model=ONLINE, batch={"max_inputs": 2}))
     results = [finish_runner(process) for process in [start_runner(job_file),
                                                       start_runner(job_file)]]
-    assert [done.returncode for done in results] == [0, 0], results
+    assert [done.returncode for done in results] == [0, 0], [done.stderr[-3000:]
+                                                             for done in results]
     line = lineage(tmp_path)
     assert len(line) == 2 and sorted(manifest(tmp_path)["models"]) == sorted(line)
     entries = manifest(tmp_path)["inputs"]
